@@ -1,0 +1,156 @@
+"""Dataset sources: local json/jsonl/csv/tsv/parquet/txt files, and Hugging Face datasets."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.config import TaskConfig
+from harness.errors import HarnessError
+
+LOCAL_BUILDERS = {"json", "csv", "tsv", "parquet", "text", "txt"}
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+
+Doc = dict[str, Any]
+
+
+def load_split(config: TaskConfig, split: str | None, *, data_dir: str | None = None) -> list[Doc]:
+    """The documents of one split of a task's dataset."""
+    builder = config.dataset_path
+    files = config.dataset_kwargs.get("data_files")
+    if builder in LOCAL_BUILDERS or files is not None:
+        return _load_local(config, builder, files, split)
+    local = _local_override(config, data_dir)
+    if local is not None:
+        return _load_local(config, "json", local, split)
+    return _load_hub(config, split)
+
+
+def _resolve(config: TaskConfig, name: str) -> Path:
+    """A data path: absolute, else relative to the task file, else relative to the working directory."""
+    path = Path(os.path.expanduser(name))
+    if path.is_absolute():
+        return path
+    beside = config.base_dir / path
+    return beside if beside.exists() or not path.exists() else path
+
+
+def _split_files(config: TaskConfig, files: Any, split: str | None) -> list[Path]:
+    where = f"{config.source_file}: dataset_kwargs.data_files"
+    if isinstance(files, dict):
+        if split is None:
+            split = next(iter(files))
+        if split not in files:
+            raise HarnessError(f"{where} has no split {split!r} (it has {', '.join(files)}); fix test_split")
+        files = files[split]
+    elif split not in (None, "train"):
+        raise HarnessError(
+            f"{where} is a single file, which forms the split 'train'; set test_split: train (not {split!r})"
+        )
+    names = [files] if isinstance(files, str) else files
+    if not isinstance(names, list) or not names:
+        raise HarnessError(f"{where} must be a path, a list of paths or a mapping of split to paths")
+    return [_resolve(config, str(n)) for n in names]
+
+
+def _load_local(config: TaskConfig, builder: str, files: Any, split: str | None) -> list[Doc]:
+    if files is None:
+        raise HarnessError(f"{config.source_file}: dataset_path {builder!r} needs dataset_kwargs.data_files")
+    docs: list[Doc] = []
+    for path in _split_files(config, files, split):
+        if not path.is_file():
+            raise HarnessError(
+                f"{config.source_file}: data file {path} does not exist; fix dataset_kwargs.data_files"
+            )
+        docs.extend(read_records(path, builder))
+    if not docs:
+        raise HarnessError(f"{config.source_file}: the dataset is empty; add documents to its data file")
+    return docs
+
+
+def read_records(path: Path, builder: str = "json") -> list[Doc]:
+    """Records of one local file; the format comes from the builder name or the file suffix."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet" or builder == "parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ModuleNotFoundError:
+                raise HarnessError(f"{path}: reading parquet needs pyarrow; pip install pyarrow") from None
+            return pq.read_table(path).to_pylist()
+        if suffix in (".csv", ".tsv") or builder in ("csv", "tsv"):
+            delimiter = "\t" if suffix == ".tsv" or builder == "tsv" else ","
+            with open(path, encoding="utf-8", newline="") as f:
+                return list(csv.DictReader(f, delimiter=delimiter))
+        if suffix == ".txt" or builder in ("text", "txt"):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return [{"text": line} for line in lines if line.strip()]
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json" and text.lstrip().startswith("["):
+            records = json.loads(text)
+        elif suffix == ".json" and text.lstrip().startswith("{") and '"data"' in text[:200]:
+            records = json.loads(text)["data"]
+        else:
+            records = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise HarnessError(f"{path}: line {n}: invalid JSON ({err.msg}); fix that line") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise HarnessError(f"{path}: invalid JSON ({err.msg} at line {err.lineno}); fix the file") from None
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise HarnessError(f"{path}: record {bad + 1} is not an object with named fields")
+    return records
+
+
+def _local_override(config: TaskConfig, data_dir: str | None) -> Path | None:
+    """A local copy of a hub dataset: DATA_DIR/<task>/ holding <split>.jsonl files."""
+    root = data_dir or os.environ.get(DATA_DIR_ENV)
+    if not root:
+        return None
+    folder = Path(root).expanduser() / config.task
+    return folder if folder.is_dir() else None
+
+
+def _load_hub(config: TaskConfig, split: str | None) -> list[Doc]:
+    name = config.dataset_path + (f"/{config.dataset_name}" if config.dataset_name else "")
+    fix = (
+        f"download it while online, or put its {split or 'test'} split as JSON lines in "
+        f"DATA_DIR/{config.task}/{split or 'test'}.jsonl and pass --data-dir DATA_DIR (or set {DATA_DIR_ENV})"
+    )
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise HarnessError(f"task {config.task}: dataset {name} is on the Hugging Face hub, which is offline; {fix}")
+    try:
+        import datasets
+    except ModuleNotFoundError:
+        raise HarnessError(
+            f"task {config.task}: dataset {name} is on the Hugging Face hub; pip install datasets, or {fix}"
+        ) from None
+    try:
+        ds = datasets.load_dataset(config.dataset_path, config.dataset_name, split=split, **config.dataset_kwargs)
+    except Exception as err:  # noqa: BLE001 - any failure to fetch becomes one line
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HarnessError(f"task {config.task}: dataset {name} could not be loaded ({first}); {fix}") from None
+    return [dict(r) for r in ds]
+
+
+def local_split_path(folder: Path, split: str | None) -> Path:
+    return folder / f"{split or 'test'}.jsonl"
+
+
+def docs_hash(docs: list[Doc]) -> str:
+    """Content hash of the documents evaluated (order included)."""
+    h = hashlib.sha256()
+    for doc in docs:
+        h.update(json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()

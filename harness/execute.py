@@ -1,0 +1,137 @@
+"""Answer a task's requests: deduplicate, read the cache, run the rest in fixed chunks, save each
+chunk as soon as it is done (so an interrupted run resumes where it stopped)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from harness.cache import ResponseCache
+from harness.models.base import LanguageModel
+from harness.requests import GenerateRequest, request_key
+from harness.task import Instance
+
+
+@dataclass
+class ExecutionStats:
+    n_requests: int = 0
+    n_unique: int = 0
+    n_cached: int = 0
+    n_computed: int = 0
+    model_seconds: float = 0.0
+    tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        tps = self.tokens / self.model_seconds if self.tokens and self.model_seconds > 0 else None
+        return {
+            "n_requests": self.n_requests, "n_unique": self.n_unique, "n_cached": self.n_cached,
+            "n_computed": self.n_computed, "model_seconds": round(self.model_seconds, 3),
+            "tokens": self.tokens, "tokens_per_second": round(tps, 2) if tps else None,
+        }
+
+
+def _payload(kind: str, request: Any, rolling: dict[str, Any]) -> Any:
+    if kind == "loglikelihood_rolling":
+        return [request, rolling.get("max_length"), rolling.get("stride")]
+    if kind == "loglikelihood":
+        return list(request)
+    return request
+
+
+def _length(kind: str, request: Any) -> int:
+    if kind == "generate_until":
+        return len(request.prompt)
+    if kind == "loglikelihood":
+        return len(request[0]) + len(request[1])
+    return len(request)
+
+
+def execute(
+    model: LanguageModel,
+    instances: Sequence[Instance],
+    *,
+    cache: ResponseCache | None,
+    label: str,
+    chunk_size: int = 32,
+    rolling: dict[str, Any] | None = None,
+) -> tuple[list[list[Any]], ExecutionStats]:
+    """Responses for every instance's requests, in order, plus what it cost."""
+    rolling = rolling or {}
+    stats = ExecutionStats()
+    fingerprint = model.fingerprint
+    keys_per_instance: list[list[str]] = []
+    unique: dict[str, tuple[str, Any]] = {}
+    for inst in instances:
+        keys = []
+        for req in inst.requests:
+            key = request_key(inst.kind, _payload(inst.kind, req, rolling))
+            unique.setdefault(key, (inst.kind, req))
+            keys.append(key)
+        keys_per_instance.append(keys)
+        stats.n_requests += len(keys)
+    stats.n_unique = len(unique)
+    answers: dict[str, Any] = cache.get_many(fingerprint, unique) if cache else {}
+    stats.n_cached = len(answers)
+    missing = [k for k in unique if k not in answers]
+    stats.n_computed = len(missing)
+    # Chunks depend only on the requests, never on what the cache holds, so a resumed run
+    # computes exactly the batches the first run would have.
+    ordered = sorted(unique, key=lambda k: (-_length(*unique[k]), k))
+    chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+    counter = getattr(model, "count_tokens", None)
+    tokens = 0 if counter else None
+    bar = tqdm(total=len(missing), desc=label, unit="req", file=sys.stderr, dynamic_ncols=True,
+               disable=not missing, mininterval=1.0, leave=False)
+    try:
+        for chunk in chunks:
+            todo = [k for k in chunk if k not in answers]
+            if not todo:
+                continue
+            kind = unique[todo[0]][0]
+            by_kind: dict[str, list[str]] = {}
+            for k in todo:
+                by_kind.setdefault(unique[k][0], []).append(k)
+            for kind, keys in by_kind.items():
+                reqs = [unique[k][1] for k in keys]
+                started = time.perf_counter()
+                results = _call(model, kind, reqs, rolling)
+                stats.model_seconds += time.perf_counter() - started
+                if tokens is not None:
+                    tokens += _count(counter, kind, reqs, results)
+                fresh = {k: _jsonable(r) for k, r in zip(keys, results)}
+                answers.update(fresh)
+                if cache:
+                    cache.put_many(fingerprint, fresh)
+                bar.update(len(keys))
+    finally:
+        bar.close()
+    stats.tokens = tokens
+    return [[answers[k] for k in keys] for keys in keys_per_instance], stats
+
+
+def _call(model: LanguageModel, kind: str, reqs: list[Any], rolling: dict[str, Any]) -> list[Any]:
+    if kind == "loglikelihood":
+        return model.loglikelihood(reqs)
+    if kind == "loglikelihood_rolling":
+        return model.loglikelihood_rolling(reqs, max_length=rolling.get("max_length"), stride=rolling.get("stride"))
+    if kind == "generate_until":
+        return model.generate(reqs)
+    raise ValueError(f"unknown request kind {kind}")
+
+
+def _count(counter, kind: str, reqs: list[Any], results: list[Any]) -> int:  # noqa: ANN001
+    if kind == "loglikelihood_rolling":
+        return sum(n for _, n in results)
+    if kind == "loglikelihood":
+        return counter([c + x for c, x in reqs])
+    assert all(isinstance(r, GenerateRequest) for r in reqs)
+    return counter([r.prompt for r in reqs]) + counter(list(results))
+
+
+def _jsonable(result: Any) -> Any:
+    return list(result) if isinstance(result, tuple) else result

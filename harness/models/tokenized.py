@@ -1,0 +1,126 @@
+"""Shared logic for backends that own a tokenizer and score token sequences in process.
+
+Subclasses provide tokenization and one batched forward pass; this class turns text requests
+into token requests the way lm-evaluation-harness does (context/continuation split, prefix token,
+rolling windows), batches them longest first and restores the original order.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from harness.models.base import LanguageModel, rolling_windows
+from harness.requests import LoglikelihoodResponse, RollingResponse
+
+TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class TokenizedLM(LanguageModel):
+    """A LanguageModel built on `tok_encode` and `score_token_batch`."""
+
+    batch_size: int = 8
+
+    @property
+    @abstractmethod
+    def max_length(self) -> int:
+        """The longest input, in tokens, that the model attends over."""
+
+    @property
+    @abstractmethod
+    def prefix_token_id(self) -> int:
+        """The token that conditions a text with no context: BOS if the tokenizer has one, else EOS."""
+
+    @abstractmethod
+    def tok_encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`; with add_special_tokens, as the tokenizer's configuration says (BOS)."""
+
+    @abstractmethod
+    def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """One forward pass: log P(continuation | context) and greedy-match for each pair.
+
+        The input is (context + continuation)[:-1], never longer than max_length.
+        """
+
+    # -- text -> tokens -------------------------------------------------------------------------
+
+    def encode_context(self, context: str) -> list[int]:
+        """Context tokens with special tokens as the tokenizer is configured, never a second BOS."""
+        return self.tok_encode(context, add_special_tokens=not self._starts_with_special(context))
+
+    def _starts_with_special(self, text: str) -> bool:
+        """True when the text already begins with a special token (a chat template added BOS)."""
+        return False
+
+    def encode_pair(self, context: str, continuation: str) -> TokenPair:
+        """lm-evaluation-harness's split: trailing spaces of the context move to the continuation,
+        the pair is encoded whole and cut at the context's token length."""
+        if not context:
+            return [self.prefix_token_id], self.tok_encode(continuation)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        context_enc = self.encode_context(context)
+        whole_enc = self.encode_context(context + continuation)
+        return context_enc, whole_enc[len(context_enc) :]
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens in these texts (for throughput figures)."""
+        return sum(len(self.tok_encode(t)) for t in texts)
+
+    # -- the contract -----------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LoglikelihoodResponse]:
+        pairs = [self.encode_pair(c, x) for c, x in requests]
+        return self.score_pairs(pairs)
+
+    def loglikelihood_rolling(
+        self, texts: Sequence[str], *, max_length: int | None = None, stride: int | None = None
+    ) -> list[RollingResponse]:
+        window = min(max_length or self.max_length, self.max_length)
+        owners: list[int] = []
+        pairs: list[TokenPair] = []
+        counts = [0] * len(texts)
+        for i, text in enumerate(texts):
+            tokens = self.tok_encode(text)
+            counts[i] = len(tokens)
+            for pair in rolling_windows(tokens, self.prefix_token_id, window, stride):
+                owners.append(i)
+                pairs.append(pair)
+        totals = [0.0] * len(texts)
+        for owner, (logprob, _) in zip(owners, self.score_pairs(pairs)):
+            totals[owner] += logprob
+        return [(totals[i], counts[i]) for i in range(len(texts))]
+
+    def score_pairs(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """Score token pairs in batches, longest first, truncating the context from the left."""
+        limit = self.max_length + 1
+        clipped = []
+        for ctx, cont in pairs:
+            if len(ctx) + len(cont) > limit:
+                keep = limit - len(cont)
+                if keep < 1:  # the continuation alone is too long: keep its tail, one token of context
+                    ctx, cont = (ctx + cont)[-limit:][:1], (ctx + cont)[-limit:][1:]
+                else:
+                    ctx = ctx[-keep:]
+            clipped.append((ctx, cont))
+        return batched(clipped, lambda p: len(p[0]) + len(p[1]), self.batch_size, self.score_token_batch)
+
+
+def batched(
+    items: Sequence[T], length: Callable[[T], int], batch_size: int, run: Callable[[list[T]], list[R]]
+) -> list[R]:
+    """Run `run` over batches of items sorted longest first (so padding is small and an
+    out-of-memory error shows up on the first batch); return results in the input order."""
+    order = sorted(range(len(items)), key=lambda i: -length(items[i]))
+    out: list[R | None] = [None] * len(items)
+    for start in range(0, len(order), max(1, batch_size)):
+        idx = order[start : start + batch_size]
+        for i, result in zip(idx, run([items[i] for i in idx])):
+            out[i] = result
+    return out  # type: ignore[return-value]
+

@@ -1,0 +1,1 @@
+"""Turn results files into tables, leaderboards, comparisons and pictures."""
