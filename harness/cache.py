@@ -32,6 +32,12 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("harness"))
 
 
+def model_cache_dir() -> Path:
+    """Converted model copies: $HARNESS_MODEL_CACHE, else <cache dir>/models."""
+    env = os.environ.get("HARNESS_MODEL_CACHE")
+    return Path(env).expanduser() if env else cache_dir() / "models"
+
+
 class ResponseCache:
     """Responses stored by (model fingerprint, request key). Each `put_many` is one committed
     transaction, so a run killed at any moment keeps every batch it finished."""

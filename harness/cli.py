@@ -12,6 +12,13 @@ from collections.abc import Sequence
 from harness.errors import HarnessError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error the CLI prints."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def _positive_or_auto(text: str) -> int | str:
     if text == "auto":
         return text
@@ -78,7 +85,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         except HarnessError:
             size = "(hub)"
         rows.append([c.task, c.output_type, ",".join(m.metric for m in c.metric_list), size, c.language,
-                     ",".join(c.tag), c.about])
+                     ",".join(c.tag), c.about if len(c.about) <= 72 else c.about[:71] + "…"])
     print(text_table(["task", "output type", "metrics", "size", "lang", "tags", "description"], rows, "lllrlll"))
     for name, err in sorted(registry.broken.items()):
         print(f"broken task {name}: {err}", file=sys.stderr)
@@ -111,9 +118,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Evaluate and benchmark language models.")
+    parser = _Parser(prog="harness", description="Evaluate and benchmark language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (loading, caching)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run(sub)
     p = sub.add_parser("tasks", help="list tasks: name, output type, metrics, size, description")
     p.add_argument("patterns", nargs="*", help="only tasks matching these names, tags or globs")

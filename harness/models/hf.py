@@ -50,10 +50,10 @@ def converted_gguf_dir(source: WeightSource) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.cache import cache_dir
+    from harness.cache import model_cache_dir
 
     digest = source_fingerprint(source)
-    target = cache_dir() / "hf-from-gguf" / digest[:24]
+    target = model_cache_dir() / "hf-from-gguf" / digest[:24]
     if (target / "harness-complete.json").is_file():
         return target
     log.info("converting %s to a transformers copy in %s (once)", source.location, target)

@@ -52,10 +52,10 @@ def resolve_source(name: str) -> WeightSource:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file, remembered beside the user cache keyed by (path, size, mtime)."""
-    from harness.cache import cache_dir
+    from harness.cache import model_cache_dir
 
     st = path.stat()
-    memo = cache_dir() / "file-hashes.json"
+    memo = model_cache_dir() / "file-hashes.json"
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     try:
         known = json.loads(memo.read_text())

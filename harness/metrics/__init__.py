@@ -1,0 +1,1 @@
+"""Metrics: per-sample statistics, aggregation, bootstrap confidence intervals."""
