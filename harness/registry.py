@@ -24,6 +24,8 @@ class Group:
     tasks: list[str]
     source_file: str
     about: str = ""
+    limit: int | None = None  # documents per member task when run through this group
+    member_limits: dict[str, int] | None = None  # per-member overrides of `limit`
 
 
 class TaskRegistry:
@@ -45,7 +47,21 @@ class TaskRegistry:
         except (yaml.YAMLError, OSError):
             head = None  # load_task_config reports the exact problem
         if isinstance(head, dict) and "group" in head and "task" in head and isinstance(head["task"], list):
-            self.groups[str(head["group"])] = Group(str(head["group"]), [str(t) for t in head["task"]], str(path), str(head.get("about", "")))
+            limit = head.get("limit")
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                raise HarnessError(f"{path}: key 'limit' must be a positive integer")
+            name = str(head["group"])
+            members, limits = [], {}
+            for item in head["task"]:
+                if isinstance(item, dict):
+                    member, n = item.get("task"), item.get("limit")
+                    if not isinstance(member, str) or not isinstance(n, int) or n < 1:
+                        raise HarnessError(f"{path}: a task entry must be a name or {{task: NAME, limit: N}}")
+                    members.append(member)
+                    limits[member] = n
+                else:
+                    members.append(str(item))
+            self.groups[name] = Group(name, members, str(path), str(head.get("about", "")), limit, limits)
             return
         try:
             config = load_task_config(path)
@@ -71,12 +87,17 @@ class TaskRegistry:
 
     def select(self, patterns: list[str]) -> list[TaskConfig]:
         """Tasks for each pattern: a task name, a tag, a group, a glob over names, or a YAML path."""
-        chosen: dict[str, TaskConfig] = {}
+        return [config for config, _ in self.select_with_limits(patterns)]
+
+    def select_with_limits(self, patterns: list[str]) -> list[tuple[TaskConfig, int | None]]:
+        """Like `select`, with the document limit of the group that named each task (or None)."""
+        chosen: dict[str, tuple[TaskConfig, int | None]] = {}
         tags = self.tags()
         for pattern in patterns:
-            names = self._expand(pattern, tags)
-            for name in names:
-                chosen.setdefault(name, self.configs[name])
+            group = self.groups.get(pattern)
+            for name in self._expand(pattern, tags):
+                limit = ((group.member_limits or {}).get(name, group.limit)) if group else None
+                chosen.setdefault(name, (self.configs[name], limit))
         return list(chosen.values())
 
     def _expand(self, pattern: str, tags: dict[str, list[str]], depth: int = 0) -> list[str]:

@@ -54,12 +54,13 @@ def prepare_tasks(patterns: list[str], options: RunOptions) -> list[Task]:
     """Select, load and check every task (data, templates, gold fields) before any model loads."""
     registry = TaskRegistry(options.include_paths)
     tasks = []
-    for config in registry.select(patterns):
+    for config, group_limit in registry.select_with_limits(patterns):
         if options.seed is not None:
             config.seed = options.seed
         task = Task(config, data_dir=options.data_dir)
-        if options.limit is not None:
-            task._docs = task.docs()[: options.limit]
+        limit = options.limit if options.limit is not None else group_limit
+        if limit is not None:
+            task.limit(limit)
         task.validate()
         tasks.append(task)
     return tasks

@@ -58,6 +58,10 @@ class Task:
             self._docs = load_split(c, split, data_dir=self.data_dir)
         return self._docs
 
+    def limit(self, n: int) -> None:
+        """Evaluate only the first n documents."""
+        self._docs = self.docs()[:n]
+
     def fewshot_pool(self) -> list[Doc]:
         c = self.config
         if self._fewshot is None:
