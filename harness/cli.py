@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import shlex
@@ -128,13 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the built-in models and whether their weights are installed")
     p = sub.add_parser("show", help="print the table of a results file again")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")
-    try:
-        from harness.metrics.scoring import add_score_arguments
-
-        add_score_arguments(sub.add_parser("score", help="score predictions you already have against references"))
-    except ImportError:
-        pass
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # not part of this installation
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     return parser
+
+
+# Commands implemented beside the library they drive: each module has add_arguments(parser)
+# and run(args) -> exit code.
+SUBCOMMANDS = {
+    "score": ("harness.metrics.scoring", "score predictions you already have against references, with 95% CIs"),
+    "report": ("harness.report.cli_report", "tables of results files: models by (task, metric) with CIs"),
+    "leaderboard": ("harness.report.cli_leaderboard", "rank models by mean win rate and normalized score"),
+    "compare": ("harness.report.cli_compare", "compare a candidate results file with a baseline (regression gate)"),
+    "plot": ("harness.report.cli_plot", "plots: score against parameter count, grouped bars per task"),
+    "bench": ("harness.bench", "measure speed and memory of models and backends"),
+    "serve": ("harness.serve", "serve a model over an OpenAI-compatible HTTP API"),
+}
 
 
 COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "show": cmd_show}
@@ -151,11 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     try:
-        if command == "score":
-            from harness.metrics.scoring import run_score
-
-            return run_score(args)
-        return COMMANDS[command](args)
+        if command in COMMANDS:
+            return COMMANDS[command](args)
+        return importlib.import_module(SUBCOMMANDS[command][0]).run(args)
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -50,9 +50,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "x"
 
 
-def prepare_tasks(patterns: list[str], options: RunOptions) -> list[Task]:
+def prepare_tasks(patterns: list[str], options: RunOptions, registry: TaskRegistry | None = None) -> list[Task]:
     """Select, load and check every task (data, templates, gold fields) before any model loads."""
-    registry = TaskRegistry(options.include_paths)
+    registry = registry or TaskRegistry(options.include_paths)
     tasks = []
     for config, group_limit in registry.select_with_limits(patterns):
         if options.seed is not None:
@@ -82,7 +82,9 @@ def evaluate(
         raise HarnessError("--limit must be at least 1")
     if options.cache_dir:
         set_cache_dir(options.cache_dir)
-    selected = prepare_tasks(patterns, options)
+    registry = TaskRegistry(options.include_paths)
+    selected = prepare_tasks(patterns, options, registry)
+    groups = registry.groups_of([t.name for t in selected])
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in models))
     out_dir = Path(options.output_dir) if options.output_dir else None
@@ -113,6 +115,7 @@ def evaluate(
                     write_json(results_path, results)
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
+            entry["groups"] = group_aggregates(entry["tasks"], groups)
             model.close()
     finally:
         if cache:
@@ -122,6 +125,27 @@ def evaluate(
         write_json(results_path, results)
         results["path"] = str(results_path)
     return results
+
+
+def group_aggregates(tasks: dict[str, Any], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Per group (or tag) whose members all ran: each metric shared by two or more members,
+    averaged over the members weighted by their sample counts (lm-evaluation-harness's
+    weight_by_size), with the members named."""
+    out: dict[str, Any] = {}
+    for name, members in sorted(groups.items()):
+        metrics: dict[str, Any] = {}
+        names = {m for t in members for m in tasks[t]["metrics"]}
+        for metric in sorted(names):
+            have = [t for t in members if tasks[t]["metrics"].get(metric, {}).get("value") is not None]
+            if len(have) < 2:
+                continue
+            weights = [tasks[t]["metrics"][metric]["n"] for t in have]
+            value = sum(tasks[t]["metrics"][metric]["value"] * w for t, w in zip(have, weights)) / sum(weights)
+            metrics[metric] = {"value": value, "tasks": have, "n": sum(weights),
+                               "higher_is_better": tasks[have[0]]["metrics"][metric]["higher_is_better"]}
+        if metrics:
+            out[name] = metrics
+    return out
 
 
 def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOptions) -> tuple[dict[str, Any], list[dict]]:  # noqa: ANN001

@@ -80,3 +80,14 @@ def test_results_file_and_samples(task, tmp_path, monkeypatch):
     # the shortest choice wins under this stand-in, so accuracy is checkable by hand
     expected = sum(min(range(4), key=lambda i: (len(" " + d["choices"][i]), -i)) == d["answer"] for d in MC_DOCS + [MC_DOCS[0]])
     assert acc["value"] == pytest.approx(expected / 5)
+
+
+def test_group_aggregates_weight_by_documents():
+    from harness.runner import group_aggregates
+
+    def task(value, n):
+        return {"metrics": {"acc": {"value": value, "n": n, "higher_is_better": True}}}
+
+    tasks = {"a": task(0.5, 10), "b": task(1.0, 30), "c": {"metrics": {"bleu": {"value": 3.0, "n": 5, "higher_is_better": True}}}}
+    out = group_aggregates(tasks, {"g": ["a", "b", "c"], "solo": ["c"]})
+    assert out == {"g": {"acc": {"value": pytest.approx(0.875), "tasks": ["a", "b"], "n": 40, "higher_is_better": True}}}

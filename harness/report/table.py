@@ -45,4 +45,15 @@ def results_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def results_table(results: dict[str, Any]) -> str:
-    return text_table(["model", "task", "metric", "value", "95% CI", "n"], results_rows(results), "lllrrr")
+    table = text_table(["model", "task", "metric", "value", "95% CI", "n"], results_rows(results), "lllrrr")
+    groups = []
+    for evaluation in results.get("evaluations", []):
+        for group, metrics in evaluation.get("groups", {}).items():
+            for metric, m in metrics.items():
+                arrow = "↑" if m.get("higher_is_better", True) else "↓"
+                groups.append([evaluation["model"].get("spec"), group, f"{metric} {arrow}",
+                               format_number(m["value"]), str(len(m["tasks"])), str(m["n"])])
+    if groups:
+        table += "\n\ngroups (means over member tasks, weighted by documents)\n"
+        table += text_table(["model", "group", "metric", "value", "tasks", "n"], groups, "lllrrr")
+    return table
