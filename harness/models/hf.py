@@ -42,6 +42,15 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype | str:
     return DTYPES[dtype]
 
 
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and warnings only when the user asked for logs (-v)."""
+    if not log.isEnabledFor(logging.INFO):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def converted_gguf_dir(source: WeightSource) -> Path:
     """A plain transformers copy (safetensors + tokenizer files) of a GGUF file, made once.
 
@@ -56,7 +65,8 @@ def converted_gguf_dir(source: WeightSource) -> Path:
     target = model_cache_dir() / "hf-from-gguf" / digest[:24]
     if (target / "harness-complete.json").is_file():
         return target
-    log.info("converting %s to a transformers copy in %s (once)", source.location, target)
+    log.warning("converting %s to a transformers model in %s (once; about 20 s)", source.name, target)
+    _quiet_transformers()
     path = source.path
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
@@ -95,6 +105,7 @@ class HFLanguageModel(TokenizedLM):
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _quiet_transformers()
         self.spec = f"hf:{name}"
         self.source = resolve_source(name)
         self.device = resolve_device(device)
