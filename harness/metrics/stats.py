@@ -44,6 +44,8 @@ def summarize(metric: Metric, stats: Sequence[Any], *, n_boot: int = 1000, seed:
     if not metric.corpus_level:
         scores = np.asarray([float(s) for s in stats])
         boots = scores[idx].mean(axis=1)
+    elif hasattr(metric, "aggregate_sums"):
+        boots = _boots_from_sums(metric, stats, idx)
     else:
         boots = np.array([metric.aggregate([stats[i] for i in row]) for row in idx])
     boots = boots[np.isfinite(boots)]
@@ -52,6 +54,17 @@ def summarize(metric: Metric, stats: Sequence[Any], *, n_boot: int = 1000, seed:
     low, high = np.percentile(boots, [2.5, 97.5])
     stderr = float(np.std(boots, ddof=1))
     return MetricValue(_clean(value), _clean(stderr), _clean(low), _clean(high), n, metric.higher_is_better)
+
+
+def _boots_from_sums(metric: Metric, stats: Sequence[Any], idx: np.ndarray) -> np.ndarray:
+    """Bootstrap values of a metric whose statistics add up column-wise (BLEU, chrF, TER):
+    `metric.aggregate_sums(column sums)` per resample, the sums as (resample counts) @ statistics."""
+    matrix = np.asarray(stats, dtype=np.float64)
+    boots = []
+    for chunk in np.array_split(idx, max(1, len(idx) // 64)):
+        counts = np.stack([np.bincount(row, minlength=len(stats)) for row in chunk]).astype(np.float64)
+        boots.extend(metric.aggregate_sums(sums) for sums in counts @ matrix)
+    return np.asarray(boots, dtype=np.float64)
 
 
 def _clean(x: float) -> float | None:
