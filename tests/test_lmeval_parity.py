@@ -62,3 +62,33 @@ def test_word_perplexity_matches_lm_evaluation_harness(task_dir, tmp_path):
     print(json.dumps({"ours": {k: v["value"] for k, v in ours_metrics.items()}, "lm_eval": theirs}, default=str))
     for name in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert ours_metrics[name]["value"] == pytest.approx(theirs[f"{name},none"], rel=5e-3)
+
+
+def test_short_windows_match_lm_evaluation_harness_max_length(task_dir, tmp_path):
+    """With 64-token windows every document spans several windows: lm-evaluation-harness's
+    `max_length=64` against our task key `rolling_max_length: 64` (stride = window)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from harness.models.hf import converted_gguf_dir
+    from harness.models.source import resolve_source
+    from harness.runner import RunOptions, evaluate
+
+    ours_dir = tmp_path / "ours"
+    ours_dir.mkdir()
+    text = (task_dir / "parity_prose.yaml").read_text().replace("task: parity_prose", "task: parity_prose_64")
+    (ours_dir / "parity_prose_64.yaml").write_text(text + "rolling_max_length: 64\n")
+    ours = evaluate(["hf:smollm2-135m"], ["parity_prose_64"],
+                    RunOptions(include_paths=[str(ours_dir)], output_dir=None, n_boot=10))
+    ours_metrics = ours["evaluations"][0]["tasks"]["parity_prose_64"]["metrics"]
+    directory = converted_gguf_dir(resolve_source("smollm2-135m"))
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={directory},dtype=float32,max_length=64", tasks=["parity_prose"],
+        task_manager=TaskManager(include_path=str(task_dir)), batch_size=4, device="cpu",
+    )["results"]["parity_prose"]
+    for name in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+        assert ours_metrics[name]["value"] == pytest.approx(theirs[f"{name},none"], rel=5e-3)
+    # shorter windows see less context: perplexity is higher than with the model's full window
+    full = evaluate(["hf:smollm2-135m"], ["parity_prose"],
+                    RunOptions(include_paths=[str(task_dir)], output_dir=None, n_boot=10))
+    assert ours_metrics["word_perplexity"]["value"] > full["evaluations"][0]["tasks"]["parity_prose"]["metrics"]["word_perplexity"]["value"]
