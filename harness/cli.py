@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    from harness.data import is_local
     from harness.registry import TaskRegistry
     from harness.report.table import text_table
     from harness.task import Task
@@ -81,9 +82,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     configs = registry.select(args.patterns) if args.patterns else sorted(registry.configs.values(), key=lambda c: c.task)
     rows = []
     for c in configs:
-        try:
-            size = str(len(Task(c).docs()))
-        except HarnessError:
+        # Counting a hub dataset's rows would download it: show where it comes from instead.
+        if is_local(c, args.data_dir):
+            try:
+                size = str(len(Task(c, data_dir=args.data_dir).docs()))
+            except HarnessError:
+                size = "(error)"
+        else:
             size = "(hub)"
         rows.append([c.task, c.output_type, ",".join(m.metric for m in c.metric_list), size, c.language,
                      ",".join(c.tag), c.about if len(c.about) <= 72 else c.about[:71] + "…"])
@@ -125,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     p = sub.add_parser("tasks", help="list tasks: name, output type, metrics, size, description")
     p.add_argument("patterns", nargs="*", help="only tasks matching these names, tags or globs")
-    p.add_argument("--include-path", action="append", default=[], metavar="DIR")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR", help="extra folder of task YAML files")
+    p.add_argument("--data-dir", metavar="DIR", help="local copies of hub datasets: DIR/<task>/<split>.jsonl")
     sub.add_parser("models", help="list the built-in models and whether their weights are installed")
     p = sub.add_parser("show", help="print the table of a results file again")
     p.add_argument("results", nargs="+", metavar="RESULTS.json")

@@ -55,6 +55,7 @@ class TaskConfig:
     chat_template: str = "auto"
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     metric_list: list[MetricEntry] = field(default_factory=list)
+    perplexity_text: str | None = None  # whose words/bytes normalize perplexities (default: the scored text)
     rolling_max_length: int | None = None
     rolling_stride: int | None = None
     seed: int = 1234
@@ -158,7 +159,7 @@ def _check_type(where: str, key: str, value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise HarnessError(f"{where}: key {key!r} must be a non-negative integer, not {value!r}")
         return value
-    if key in ("test_split", "validation_split", "train_split", "fewshot_split", "dataset_name"):
+    if key in ("test_split", "validation_split", "train_split", "fewshot_split", "dataset_name", "perplexity_text"):
         if value is not None and not isinstance(value, str):
             raise HarnessError(f"{where}: key {key!r} must be a string")
         return value

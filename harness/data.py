@@ -26,8 +26,20 @@ def load_split(config: TaskConfig, split: str | None, *, data_dir: str | None = 
         return _load_local(config, builder, files, split)
     local = _local_override(config, data_dir)
     if local is not None:
-        return _load_local(config, "json", local, split)
+        path = local_split_path(local, split)
+        if not path.is_file():
+            raise HarnessError(
+                f"task {config.task}: {path} does not exist; put the hub's {split or 'test'} split there as JSON lines"
+            )
+        return _load_local(config, "json", {split or "test": str(path)}, split or "test")
     return _load_hub(config, split)
+
+
+def is_local(config: TaskConfig, data_dir: str | None = None) -> bool:
+    """True when the task's documents come from local files (never the hub)."""
+    if config.dataset_path in LOCAL_BUILDERS or config.dataset_kwargs.get("data_files") is not None:
+        return True
+    return _local_override(config, data_dir) is not None
 
 
 def _resolve(config: TaskConfig, name: str) -> Path:

@@ -156,7 +156,10 @@ class Task:
         delimiter = "" if chat is not None else c.target_delimiter
         if c.output_type == "loglikelihood_rolling":
             text = str(self.target(doc)) or self.text(doc)
-            return Instance(doc_id, index, c.output_type, [text], "", text, scored_text=text)
+            counted = text
+            if c.perplexity_text:  # e.g. wikitext: score the detokenized page, count the original's words
+                counted = str(render_value(c.perplexity_text, doc, where=self._where("perplexity_text")))
+            return Instance(doc_id, index, c.output_type, [text], "", text, scored_text=counted)
         context = self.context(doc, index, chat)
         if c.output_type == "multiple_choice":
             choices = self.choices(doc)
