@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands implemented beside the library they drive: each module has add_arguments(parser)
 # and run(args) -> exit code.
 SUBCOMMANDS = {
-    "score": ("harness.metrics.scoring", "score predictions you already have against references, with 95% CIs"),
+    "score": ("harness.metrics.scoring", "score predictions you already have against references, with 95%% CIs"),
     "report": ("harness.report.cli_report", "tables of results files: models by (task, metric) with CIs"),
     "leaderboard": ("harness.report.cli_leaderboard", "rank models by mean win rate and normalized score"),
     "compare": ("harness.report.cli_compare", "compare a candidate results file with a baseline (regression gate)"),

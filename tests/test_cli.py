@@ -60,3 +60,5 @@ def test_tasks_and_models_listings():
     models = harness("models")
     assert models.returncode == 0 and "smollm2-135m" in models.stdout and "llama" in models.stdout
     assert "usage" in harness("run", "--help").stdout
+    top = harness("--help")
+    assert top.returncode == 0 and all(c in top.stdout for c in ("run", "tasks", "score", "report", "compare"))

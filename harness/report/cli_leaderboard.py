@@ -1,0 +1,27 @@
+"""`harness leaderboard RESULTS...`: models ranked by mean win rate and mean normalized score."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.report.cli_report import add_common, emit, output_format
+from harness.report.collect import columns, load_entries
+from harness.report.leaderboard import FORMATS, efficiency_columns, render_leaderboard
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common(p, FORMATS)
+    p.add_argument("--no-details", action="store_true", help="leave out the per-(task, metric) value columns")
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = load_entries(args.results)
+    cols = columns(entries, args.tasks, args.metrics)
+    fmt = output_format(args, FORMATS)
+    link_base = Path(args.output).parent if args.output else None
+    text = render_leaderboard(entries, cols, fmt, details=not args.no_details,
+                              efficiency=efficiency_columns(entries), link_base=link_base,
+                              max_samples=args.max_samples, title=args.title or "Leaderboard")
+    emit(text, args.output)
+    return 0

@@ -1,0 +1,29 @@
+"""`harness plot RESULTS...`: score against parameter count, and grouped bars per task (PNG, SVG)."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.report.collect import columns, load_entries
+from harness.report.plots import KINDS, save_plots
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files from `harness run`")
+    p.add_argument("--kind", nargs="+", choices=KINDS, default=list(KINDS),
+                   help="size: score against parameter count per (task, metric) with CI error bars; "
+                        "bars: grouped bars per task across models (default: both)")
+    p.add_argument("--format", nargs="+", choices=["png", "svg"], default=["png", "svg"], dest="formats",
+                   help="image formats (default: png svg)")
+    p.add_argument("--output-dir", "-o", default="plots", metavar="DIR", help="where the images go (default plots/)")
+    p.add_argument("--prefix", default="", help="file name prefix: DIR/<prefix><kind>.<format>")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (names or globs)")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC", help="only these metrics (names or globs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = load_entries(args.results)
+    cols = columns(entries, args.tasks, args.metrics)
+    for path in save_plots(entries, cols, args.output_dir, args.kind, args.formats, args.prefix):
+        print(path)
+    return 0

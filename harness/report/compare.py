@@ -1,0 +1,242 @@
+"""`harness compare`: a candidate results file against a baseline, per (model, task, metric).
+
+Each row has the delta (candidate - baseline), its 95% CI and a paired significance test on the
+per-sample records (significance.py), and a verdict: improved, regressed or unchanged (or missing
+when the candidate lacks a baseline metric, new when the baseline lacks it). A change counts only
+when it is significant at `alpha` and at least as large as the thresholds. Results whose data or
+prompt hashes differ are refused unless forced, with the reason (compat.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.metrics.base import Metric, get_metric
+from harness.report.collect import ModelEntry, load_entries
+from harness.report.compat import incompatibilities
+from harness.report.html import read_samples
+from harness.report.significance import PairedTest, approximate_randomization, paired_bootstrap
+
+VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
+
+
+@dataclass
+class Thresholds:
+    """Minimum size of a change that counts. Keys: "" (every metric), "metric" or "task/metric"."""
+
+    alpha: float = 0.05
+    absolute: dict[str, float] = field(default_factory=dict)
+    relative: dict[str, float] = field(default_factory=dict)
+
+    def lookup(self, table: dict[str, float], task: str, metric: str) -> float:
+        for key in (f"{task}/{metric}", metric, ""):
+            if key in table:
+                return table[key]
+        return 0.0
+
+    def large_enough(self, task: str, metric: str, delta: float, baseline: float | None) -> bool:
+        if abs(delta) < self.lookup(self.absolute, task, metric):
+            return False
+        rel = self.lookup(self.relative, task, metric)
+        if rel > 0 and baseline not in (None, 0):
+            return abs(delta) / abs(baseline) >= rel
+        return True
+
+
+@dataclass
+class MetricComparison:
+    model: str
+    task: str
+    metric: str
+    higher_is_better: bool
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    test: str
+    n: int
+    verdict: str
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    candidate: str
+    pairs: list[tuple[str, str]]
+    rows: list[MetricComparison]
+    thresholds: Thresholds
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for r in self.rows if r.verdict == verdict)
+
+    @property
+    def failed(self) -> bool:
+        """What --fail-on-regression fails on: a regression, or a baseline metric the candidate lacks."""
+        return self.count("regressed") > 0 or self.count("missing") > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "candidate": self.candidate, "pairs": self.pairs,
+                "alpha": self.thresholds.alpha, "absolute": self.thresholds.absolute,
+                "relative": self.thresholds.relative, "warnings": self.warnings,
+                "counts": {v: self.count(v) for v in VERDICTS}, "rows": [asdict(r) for r in self.rows]}
+
+
+def pair_models(base: list[ModelEntry], cand: list[ModelEntry], baseline_model: str | None = None,
+                candidate_model: str | None = None) -> list[tuple[ModelEntry, ModelEntry]]:
+    """Which baseline model is compared with which candidate model."""
+    def pick(entries: list[ModelEntry], spec: str | None, side: str) -> list[ModelEntry]:
+        if spec is None:
+            return entries
+        found = [e for e in entries if spec in (e.label, e.model.get("spec"), e.model.get("name"))]
+        if not found:
+            raise HarnessError(f"--{side}-model {spec!r} is not in the {side} file; it has: "
+                               f"{', '.join(e.label for e in entries)}")
+        return found[:1]
+
+    base, cand = pick(base, baseline_model, "baseline"), pick(cand, candidate_model, "candidate")
+    if len(base) == 1 and len(cand) == 1:
+        return [(base[0], cand[0])]
+    by_spec = {e.model.get("spec"): e for e in cand}
+    pairs = [(b, by_spec[b.model.get("spec")]) for b in base if b.model.get("spec") in by_spec]
+    if not pairs:
+        raise HarnessError("the two files share no model spec; choose with --baseline-model and --candidate-model "
+                           f"(baseline: {', '.join(e.label for e in base)}; candidate: {', '.join(e.label for e in cand)})")
+    return pairs
+
+
+def compare_files(baseline: str | Path, candidate: str | Path, *, thresholds: Thresholds | None = None,
+                  force: bool = False, tasks: Sequence[str] | None = None, baseline_model: str | None = None,
+                  candidate_model: str | None = None, n_resamples: int = 1000, seed: int = 1234) -> Comparison:
+    """Compare every (task, metric) the paired models share; raise on incompatible results unless forced."""
+    thresholds = thresholds or Thresholds()
+    if not 0 < thresholds.alpha < 1:
+        raise HarnessError(f"--alpha must be between 0 and 1, not {thresholds.alpha}")
+    pairs = pair_models(load_entries([baseline]), load_entries([candidate]), baseline_model, candidate_model)
+    comparison = Comparison(str(baseline), str(candidate), [(b.label, c.label) for b, c in pairs], [], thresholds)
+    problems = []
+    for b, c in pairs:
+        for task in _tasks(b, c, tasks):
+            if task in b.tasks and task in c.tasks:
+                reasons = incompatibilities(b, c, task)
+                if reasons:
+                    problems.append(f"{task}: {'; '.join(reasons)}")
+            comparison.rows += compare_task(b, c, task, thresholds, n_resamples=n_resamples, seed=seed)
+    if problems and not force:
+        raise HarnessError("refusing to compare: " + " | ".join(problems) + "; pass --force to compare anyway")
+    comparison.warnings = [f"forced: {p}" for p in problems]
+    return comparison
+
+
+def _tasks(b: ModelEntry, c: ModelEntry, patterns: Sequence[str] | None) -> list[str]:
+    import fnmatch
+
+    names = list(dict.fromkeys([*b.tasks, *c.tasks]))
+    return [t for t in names if not patterns or any(fnmatch.fnmatchcase(t, p) for p in patterns)]
+
+
+def compare_task(b: ModelEntry, c: ModelEntry, task: str, thresholds: Thresholds, *, n_resamples: int = 1000,
+                 seed: int = 1234) -> list[MetricComparison]:
+    bm = b.tasks.get(task, {}).get("metrics", {})
+    cm = c.tasks.get(task, {}).get("metrics", {})
+    model = b.label if b.label == c.label else f"{b.label} → {c.label}"
+    base_samples = _stats_by_doc(b, task)
+    cand_samples = _stats_by_doc(c, task)
+    rows = []
+    for metric in dict.fromkeys([*bm, *cm]):
+        rb, rc = bm.get(metric), cm.get(metric)
+        hib = bool((rb or rc).get("higher_is_better", True))
+        vb = _num(rb.get("value")) if rb else None
+        vc = _num(rc.get("value")) if rc else None
+        if rb is None or rc is None:
+            verdict = "missing" if rc is None else "new"
+            rows.append(MetricComparison(model, task, metric, hib, vb, vc, None, None, None, None, "none", 0, verdict,
+                                         "not in the candidate" if rc is None else "not in the baseline"))
+            continue
+        test, note = _test(metric, rb, rc, base_samples, cand_samples, n_resamples, seed)
+        delta = vc - vb if vb is not None and vc is not None else test.delta
+        verdict = "unchanged"
+        if delta is not None and delta != 0 and test.p_value is not None and test.p_value < thresholds.alpha \
+                and thresholds.large_enough(task, metric, delta, vb):
+            verdict = "improved" if (delta > 0) == hib else "regressed"
+        rows.append(MetricComparison(model, task, metric, hib, vb, vc, delta, test.ci_low, test.ci_high,
+                                     test.p_value, test.method, test.n, verdict, note))
+    return rows
+
+
+def _test(metric: str, rb: dict, rc: dict, base: dict | None, cand: dict | None, n_resamples: int,
+          seed: int) -> tuple[PairedTest, str]:
+    """The paired test for one metric, or an unpaired z-test from the stderrs without per-sample records."""
+    if base is None or cand is None:
+        return _unpaired(rb, rc), "no per-sample records: unpaired z-test on the bootstrap standard errors"
+    docs = [d for d in base if d in cand and metric in base[d] and metric in cand[d]]
+    if not docs:
+        return _unpaired(rb, rc), "no shared documents with this metric: unpaired z-test"
+    note = "" if len(docs) == len(base) == len(cand) else f"{len(docs)} shared documents of {len(base)}/{len(cand)}"
+    scorer = _metric(metric, rb)
+    bs = [base[d][metric] for d in docs]
+    cs = [cand[d][metric] for d in docs]
+    if scorer is not None and scorer.corpus_level:
+        return approximate_randomization(scorer, bs, cs, n_resamples=n_resamples, seed=seed), note
+    to_score = scorer.sample_score if scorer is not None else _num
+    return paired_bootstrap([_nan(to_score(s)) for s in bs], [_nan(to_score(s)) for s in cs],
+                            n_resamples=n_resamples, seed=seed), note
+
+
+def _metric(name: str, record: dict) -> Metric | None:
+    """The metric as the results file configured it, to recompute corpus aggregates from statistics."""
+    signature = record.get("signature") or {}
+    try:
+        metric = get_metric(name, **(signature.get("options") or {}))
+    except (HarnessError, TypeError):
+        return None
+    if hasattr(metric, "language") and signature.get("language") is not None:
+        metric.language = signature["language"]
+    return metric
+
+
+def _unpaired(rb: dict, rc: dict) -> PairedTest:
+    vb, vc, sb, sc = (_num(x) for x in (rb.get("value"), rc.get("value"), rb.get("stderr"), rc.get("stderr")))
+    if None in (vb, vc):
+        return PairedTest(None, None, None, None, "none", 0)
+    delta = vc - vb
+    if sb is None or sc is None or (sb == 0 and sc == 0):
+        return PairedTest(delta, None, None, None, "none", 0)
+    se = math.hypot(sb, sc)
+    p = math.erfc(abs(delta) / se / math.sqrt(2))
+    return PairedTest(delta, delta - 1.96 * se, delta + 1.96 * se, p, "unpaired z-test", min(rb.get("n") or 0, rc.get("n") or 0))
+
+
+def _stats_by_doc(entry: ModelEntry, task: str) -> dict[str, dict[str, Any]] | None:
+    """doc id -> {metric: per-sample statistic}, from the task's per-sample JSONL file."""
+    path = entry.samples_path(task)
+    if path is None or not path.exists():
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    for i, record in enumerate(read_samples(path, strict=True)):
+        if not isinstance(record.get("stats"), dict):
+            return None
+        key = str(record.get("doc_id", i))
+        seen[key] = seen.get(key, 0) + 1
+        out[key if seen[key] == 1 else f"{key}#{seen[key]}"] = record["stats"]  # repeated ids pair by occurrence
+    return out
+
+
+def _num(x: Any) -> float | None:
+    if x is None or isinstance(x, (list, dict, str)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _nan(x: Any) -> float:
+    return float("nan") if x is None else float(x)
