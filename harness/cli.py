@@ -163,6 +163,14 @@ COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "show": cm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    from harness import distributed
+
+    distributed.finish(code)  # under torchrun: leave the process group together, then exit
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from harness import distributed
 from harness.cache import ResponseCache
 from harness.models.base import LanguageModel
 from harness.requests import GenerateRequest, request_key
@@ -60,8 +61,12 @@ def execute(
     chunk_size: int = 32,
     rolling: dict[str, Any] | None = None,
 ) -> tuple[list[list[Any]], ExecutionStats]:
-    """Responses for every instance's requests, in order, plus what it cost."""
+    """Responses for every instance's requests, in order, plus what it cost.
+
+    Under torchrun each rank computes a share of every chunk and the shares are gathered; only
+    rank 0 has a cache (the runner gives the others none), and its answers are broadcast."""
     rolling = rolling or {}
+    group = distributed.current()
     stats = ExecutionStats()
     fingerprint = model.fingerprint
     keys_per_instance: list[list[str]] = []
@@ -76,6 +81,9 @@ def execute(
         stats.n_requests += len(keys)
     stats.n_unique = len(unique)
     answers: dict[str, Any] = cache.get_many(fingerprint, unique) if cache else {}
+    if group is not None:
+        answers = group.broadcast(answers)
+        chunk_size *= group.world_size
     stats.n_cached = len(answers)
     missing = [k for k in unique if k not in answers]
     stats.n_computed = len(missing)
@@ -86,7 +94,7 @@ def execute(
     counter = getattr(model, "count_tokens", None)
     tokens = 0 if counter else None
     bar = tqdm(total=len(missing), desc=label, unit="req", file=sys.stderr, dynamic_ncols=True,
-               disable=not missing, mininterval=1.0, leave=False)
+               disable=not missing or not distributed.is_main(), mininterval=1.0, leave=False)
     try:
         for chunk in chunks:
             todo = [k for k in chunk if k not in answers]
@@ -97,19 +105,24 @@ def execute(
             for k in todo:
                 by_kind.setdefault(unique[k][0], []).append(k)
             for kind, keys in by_kind.items():
-                reqs = [unique[k][1] for k in keys]
+                mine = group.shard(keys) if group is not None else keys
+                reqs = [unique[k][1] for k in mine]
                 started = time.perf_counter()
-                results = _call(model, kind, reqs, rolling)
-                stats.model_seconds += time.perf_counter() - started
-                if tokens is not None:
+                results = _call(model, kind, reqs, rolling) if reqs else []
+                if tokens is not None and reqs:
                     tokens += _count(counter, kind, reqs, results)
-                fresh = {k: _jsonable(r) for k, r in zip(keys, results)}
+                fresh = {k: _jsonable(r) for k, r in zip(mine, results)}
+                if group is not None:
+                    fresh = group.gather(fresh)
+                stats.model_seconds += time.perf_counter() - started
                 answers.update(fresh)
                 if cache:
                     cache.put_many(fingerprint, fresh)
                 bar.update(len(keys))
     finally:
         bar.close()
+    if group is not None and tokens is not None:
+        tokens = int(group.total(tokens))
     stats.tokens = tokens
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
 

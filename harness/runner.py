@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from harness import distributed
 from harness.cache import ResponseCache, set_cache_dir
 from harness.errors import HarnessError
 from harness.execute import execute
@@ -87,7 +88,8 @@ def evaluate(
     groups = registry.groups_of([t.name for t in selected])
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in models))
-    out_dir = Path(options.output_dir) if options.output_dir else None
+    main = distributed.is_main()  # under torchrun only rank 0 reads the cache and writes files
+    out_dir = Path(options.output_dir) if options.output_dir and main else None
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": run_id,
         "created": started.isoformat(timespec="seconds"), "command": options.command,
@@ -96,10 +98,11 @@ def evaluate(
         "environment": None, "evaluations": [],
     }
     results_path = out_dir / f"{run_id}.json" if out_dir else None
-    cache = ResponseCache() if options.use_cache else None
+    cache = ResponseCache() if options.use_cache and main else None
     try:
         for spec in models:
-            model = load_model(spec, dtype=options.dtype, device=options.device, batch_size=options.batch_size,
+            model = load_model(spec, dtype=options.dtype, device=distributed.rank_device(options.device),
+                               batch_size=options.batch_size,
                                trust_remote_code=options.trust_remote_code, **options.model_options)
             entry = {"model": {**model.info.to_dict(), "fingerprint": model.fingerprint}, "tasks": {}}
             results["evaluations"].append(entry)

@@ -15,6 +15,9 @@ from harness.models.base import LanguageModel, rolling_windows
 from harness.requests import LoglikelihoodResponse, RollingResponse
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
+# One position of a token sequence: log P(token | tokens before it) (None where nothing predicts
+# it) and the most likely tokens at that position as (token id, logprob), best first.
+TokenScore = tuple[float | None, list[tuple[int, float]]]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -109,6 +112,43 @@ class TokenizedLM(LanguageModel):
                     ctx = ctx[-keep:]
             clipped.append((ctx, cont))
         return batched(clipped, lambda p: len(p[0]) + len(p[1]), self.batch_size, self.score_token_batch)
+
+    # -- per-token scores (what an OpenAI-compatible server echoes) -------------------------------
+
+    def token_logprobs(self, tokens: Sequence[int], top: int = 1) -> list[TokenScore]:
+        """Per position of one token sequence: log P(tokens[i] | tokens[:i]) (None at i = 0) and
+        the `top` most likely tokens at i; then one entry more, for the position after the last
+        token (logprob None), whose best token is the greedy continuation. One forward pass."""
+        import torch
+
+        if not 1 <= len(tokens) <= self.max_length:
+            raise ValueError(f"a sequence of {len(tokens)} tokens; the model takes 1 to {self.max_length}")
+        with torch.inference_mode():
+            logprobs = self.position_logits(tokens).float().log_softmax(-1)  # row j predicts token j + 1
+            best_lp, best_id = logprobs.topk(max(1, top), dim=-1)
+            targets = torch.tensor(list(tokens[1:]), dtype=torch.long, device=logprobs.device)
+            picked = logprobs[:-1].gather(-1, targets[:, None])[:, 0].tolist()
+        tops = [list(zip(ids, lps)) for ids, lps in zip(best_id.tolist(), best_lp.tolist())]
+        return [(None, []), *zip(picked, tops[:-1]), (None, tops[-1])]
+
+    def position_logits(self, tokens: Sequence[int]):  # noqa: ANN201 - torch is imported lazily
+        """Next-token logits after every prefix of `tokens`, a [len(tokens), vocab] tensor.
+
+        This default drives `self.model` on `self.device` as a transformers causal LM (`.logits`)
+        or as the scratch decoder (final hidden states, then `.head`); other backends override it.
+        """
+        import torch
+
+        module = getattr(self, "model", None)
+        if not isinstance(module, torch.nn.Module):
+            raise NotImplementedError(f"{type(self).__name__} does not expose per-position logits")
+        device = getattr(self, "device", "cpu")
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=device)
+        with torch.inference_mode():
+            if hasattr(module, "get_output_embeddings"):  # transformers
+                return module(input_ids=ids).logits[0]
+            positions = torch.arange(len(tokens), device=device)[None]
+            return module.head(module(ids, positions))[0]
 
 
 def batched(
