@@ -11,7 +11,7 @@ from harness.config import TaskConfig
 from harness.data import Doc, docs_hash, load_split
 from harness.errors import HarnessError
 from harness.metrics.base import Metric, Sample, get_metric
-from harness.prompts import chat_messages, render, render_value, sample_fewshot, template_hash
+from harness.prompts import chat_messages, render_value, sample_fewshot, template_hash
 from harness.requests import GenerateRequest
 
 ChatFormatter = Callable[[list[dict[str, str]]], str]

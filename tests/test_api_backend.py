@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.models.api import APILanguageModel, HTTPStatusError, RetryPolicy, ServerUnavailable, parse_spec
+from harness.models.api import APILanguageModel
+from harness.models.api_spec import parse_spec
+from harness.models.http import HTTPStatusError, RetryPolicy, ServerUnavailable
 from harness.requests import GenerateRequest
 from tests.conftest import MC_DOCS, MC_TASK, REPO, write_task
 

@@ -1,29 +1,7 @@
 """The `api:` backend: a model behind an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp's
 server, `harness serve`, ...).
 
-Spec: `api:URL[?OPTION=VALUE&...][#MODEL]`
-
-- URL is the server's OpenAI base URL, as OpenAI clients take it: `http://127.0.0.1:8000/v1`.
-- MODEL is the model id the server knows; by default the first one its /v1/models lists.
-- OPTIONS (also keyword arguments of `load_model`):
-  `concurrency=8` requests in flight; `timeout=300` seconds per request; `retries=5` retries of a
-  request after a 429, a 5xx, a timeout or a connection error, `backoff=1` seconds before the first
-  one, doubling up to `backoff_max=60` (a longer Retry-After from the server wins);
-  `tokenizer=auto|server|none|NAME` how prompts become tokens: the server's /tokenize (vLLM's
-  protocol, also `harness serve`'s), text only (loglikelihood split by the echoed `text_offset`), or
-  a local tokenizer (built-in model name, .gguf file, HF directory or hub id); `auto` is `server`
-  when the server has /tokenize, else `none`;
-  `chat=auto|server|none`: `auto` renders the chat template that the server publishes at
-  /tokenizer_info, `server` sends chat tasks' generations to /v1/chat/completions so the server
-  applies its own template, `none` never uses a chat template;
-  `max_length=N` the server's context length (default: what the server reports, else 2048);
-  `prompt_logprobs=auto|no` (`no`: refuse loglikelihood tasks without asking the server);
-  `prefix_token_id=N` the token that conditions a text with no context (default: the server's BOS);
-  `api_key_env=NAME` the environment variable holding the API key.
-
-The API key comes from $HARNESS_API_KEY, else $OPENAI_API_KEY (or the variable `api_key_env`
-names). It is sent in the Authorization header and written nowhere: not in the spec, the results,
-the fingerprint or a log line.
+The spec and its options are described in harness/models/api_spec.py.
 
 Loglikelihood and rolling loglikelihood use /v1/completions with `echo` and `logprobs`: the server
 scores the prompt and returns each prompt token's logprob. With a tokenizer, prompts go as token
@@ -36,217 +14,25 @@ part of the prompt, and the server must generate one token besides.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import difflib
 import hashlib
 import json
 import logging
-import os
-import time
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from collections.abc import Sequence
+from typing import Any
 
 from harness.errors import HarnessError
+from harness.models.api_spec import DEFAULTS, api_key, parse_spec, render_chat_template
 from harness.models.base import cut_at_stop
+from harness.models.http import HTTPStatusError, JSONClient, RetryPolicy, ServerUnavailable
 from harness.models.tokenized import TokenizedLM, TokenPair
 from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo, RollingResponse
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-DEFAULTS: dict[str, Any] = {
-    "concurrency": 8, "timeout": 300.0, "retries": 5, "backoff": 1.0, "backoff_max": 60.0,
-    "tokenizer": "auto", "chat": "auto", "max_length": None, "prompt_logprobs": "auto",
-    "prefix_token_id": None, "api_key_env": None,
-}
-KEY_ENVS = ("HARNESS_API_KEY", "OPENAI_API_KEY")
-RETRY_STATUSES = frozenset({408, 409, 425, 429}) | (frozenset(range(500, 600)) - {501, 505})
 CHAT_BY_SERVER = "(applied by the server)"  # chat_template when the server renders it
 CHAT_MARK = "\x1eharness-chat:"  # a prompt that is chat messages (JSON) for /v1/chat/completions
 DEFAULT_MAX_LENGTH = 2048
 PROBE_TEXT = "The capital of France is Paris."
-
-
-# -- HTTP: concurrency, timeout, retries ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 5  # attempts after the first
-    backoff: float = 1.0  # seconds before the first retry; doubles each time
-    backoff_max: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds before retry number `attempt` (0-based); a longer Retry-After wins, up to backoff_max."""
-        wait = min(self.backoff_max, self.backoff * 2**attempt)
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.backoff_max))
-        return wait
-
-
-class HTTPStatusError(HarnessError):
-    """An answer that retrying will not change (a 4xx other than 408, 409, 425 and 429, or 501)."""
-
-    def __init__(self, status: int, url: str, message: str):
-        super().__init__(f"the server at {url} answered {status}: {message}")
-        self.status = status
-
-
-class ServerUnavailable(HarnessError):
-    """No usable answer after every retry: connection errors, timeouts, 429 or 5xx."""
-
-
-class JSONClient:
-    """JSON over HTTP with at most `concurrency` requests in flight, a timeout per request and
-    retries with exponential backoff. Each call runs its own event loop (aiohttp)."""
-
-    def __init__(self, *, headers: dict[str, str], concurrency: int, timeout: float, policy: RetryPolicy):
-        self._headers = dict(headers)
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.policy = policy
-        self.retries_made = 0
-
-    def get(self, url: str, *, retry: bool = True) -> Any:
-        return _run(self._many([("GET", url, None)], retry))[0]
-
-    def post(self, url: str, payload: dict[str, Any], *, retry: bool = True) -> Any:
-        return _run(self._many([("POST", url, payload)], retry))[0]
-
-    def post_many(self, url: str, payloads: Sequence[dict[str, Any]]) -> list[Any]:
-        """Answers in the order of `payloads`; a request that fails for good cancels the others."""
-        return _run(self._many([("POST", url, p) for p in payloads], True)) if payloads else []
-
-    async def _many(self, calls: list[tuple[str, str, Any]], retry: bool) -> list[Any]:
-        import aiohttp
-
-        semaphore = asyncio.Semaphore(self.concurrency)
-        async with aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=self.timeout),
-            connector=aiohttp.TCPConnector(limit=self.concurrency),
-        ) as session:
-
-            async def one(method: str, url: str, payload: Any) -> Any:
-                async with semaphore:
-                    return await self._with_retries(session, method, url, payload, retry)
-
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(one(*call)) for call in calls]
-            except BaseExceptionGroup as errors:
-                raise errors.exceptions[0] from None
-        return [t.result() for t in tasks]
-
-    async def _with_retries(self, session, method: str, url: str, payload: Any, retry: bool) -> Any:  # noqa: ANN001
-        import aiohttp
-
-        attempts = 1 + (self.policy.retries if retry else 0)
-        started = time.monotonic()
-        last = ""
-        for attempt in range(attempts):
-            retry_after = None
-            try:
-                async with session.request(method, url, json=payload) as response:
-                    body = await response.text()
-                    if response.status < 400:
-                        try:
-                            return json.loads(body)
-                        except ValueError:
-                            raise HarnessError(f"the server at {url} answered with something other than JSON") from None
-                    message = _error_message(body)
-                    if response.status not in RETRY_STATUSES:
-                        raise HTTPStatusError(response.status, url, message)
-                    last = f"HTTP {response.status}: {message}"
-                    retry_after = _seconds(response.headers.get("Retry-After"))
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as err:
-                last = f"no answer within {self.timeout:g} s" if isinstance(err, TimeoutError) else (
-                    f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": "))
-            if attempt + 1 < attempts:
-                wait = self.policy.delay(attempt, retry_after)
-                self.retries_made += 1
-                log.warning("%s %s failed (%s); retry %d of %d in %.1f s", method, url, last, attempt + 1,
-                            attempts - 1, wait)
-                await asyncio.sleep(wait)
-        raise ServerUnavailable(
-            f"the server at {url} did not answer after {attempts} attempt(s) in "
-            f"{time.monotonic() - started:.0f} s (last: {last}); finished requests are cached, so the "
-            "same command resumes where it stopped once the server is back"
-        )
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from inside an event loop
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-def _error_message(body: str) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body.strip()[:300] or "(empty body)"
-    error = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(error, dict):
-        error = error.get("message") or error.get("detail") or error
-    return str(error)[:300]
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-# -- the spec ------------------------------------------------------------------------------------
-
-
-def parse_spec(name: str, overrides: dict[str, Any]) -> tuple[str, str | None, dict[str, Any], str]:
-    """`URL[?opts][#model]` -> (base URL, model id or None, options, the spec as recorded)."""
-    parts = urlsplit(name)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HarnessError(f"api model spec {name!r}: give the server's base URL, e.g. "
-                           "api:http://127.0.0.1:8000/v1#model-name")
-    given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    given.update({k: v for k, v in overrides.items() if v is not None})
-    for key in given:
-        if key in ("api_key", "key", "token"):
-            raise HarnessError("do not put an API key in the model spec: set $HARNESS_API_KEY (or $OPENAI_API_KEY)")
-        if key not in DEFAULTS:
-            near = difflib.get_close_matches(key, DEFAULTS, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise HarnessError(f"api model spec: unknown option {key!r}{hint}; options: {', '.join(DEFAULTS)}")
-    options = {**DEFAULTS, **given}
-    try:
-        for key in ("concurrency", "retries", "max_length", "prefix_token_id"):
-            if options[key] is not None:
-                options[key] = int(options[key])
-        for key in ("timeout", "backoff", "backoff_max"):
-            options[key] = float(options[key])
-    except ValueError as err:
-        raise HarnessError(f"api model spec: {err}; numeric options take numbers") from None
-    if options["concurrency"] < 1 or options["retries"] < 0 or options["timeout"] <= 0:
-        raise HarnessError("api model spec: concurrency must be >= 1, retries >= 0 and timeout > 0")
-    for key, allowed in (("chat", ("auto", "server", "none")), ("prompt_logprobs", ("auto", "no"))):
-        if options[key] not in allowed:
-            raise HarnessError(f"api model spec: {key}={options[key]} is not one of {', '.join(allowed)}")
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")  # never the user:password
-    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    shown = base + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-    return base, parts.fragment or None, options, shown
-
-
-def api_key(env_name: str | None) -> str | None:
-    for name in (env_name,) if env_name else KEY_ENVS:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
 
 
 # -- the backend ---------------------------------------------------------------------------------
@@ -625,23 +411,3 @@ def _load_tokenizer(name: str):  # noqa: ANN202 - a transformers tokenizer
         return AutoTokenizer.from_pretrained(source.location)
     except OSError as err:
         raise HarnessError(f"tokenizer {name!r} could not be loaded: {str(err).splitlines()[0]}") from None
-
-
-def render_chat_template(template: str, messages: Sequence[dict[str, str]], special: dict[str, Any]) -> str:
-    """Render a Hugging Face chat template as transformers does (sandboxed Jinja2)."""
-    import datetime as dt
-
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(x, indent=indent, ensure_ascii=ensure_ascii)
-    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: dt.datetime.now().strftime(fmt))
-    try:
-        return env.from_string(template).render(
-            messages=list(messages), add_generation_prompt=True, **{k: v for k, v in special.items() if v})
-    except TemplateError as err:
-        raise HarnessError(f"the server's chat template failed: {err}") from None
