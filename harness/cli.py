@@ -34,7 +34,7 @@ def _positive_or_auto(text: str) -> int | str:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="evaluate models on tasks and print a results table",
-                       description="Evaluate each --model on each task. With no arguments: the `core` suite on smollm2-135m.")
+                       description="Evaluate each --model on each task. With no arguments: the `core` suite on scratch:smollm2-135m.")
     p.add_argument("--model", "-m", action="append", dest="models", metavar="SPEC",
                    help="model spec: a built-in name (smollm2-135m, gemma3-270m), a local HF directory, a .gguf file "
                         "or a hub id, optionally prefixed by a backend (hf:, scratch:, api:); repeat to compare models")

@@ -25,7 +25,8 @@ from harness.results import SCHEMA_VERSION, environment, write_json, write_jsonl
 from harness.task import Task
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "smollm2-135m"
+# The harness's own decoder on SmolLM2: the same numbers as hf: (tested), several times faster on CPU.
+DEFAULT_MODEL = "scratch:smollm2-135m"
 DEFAULT_TASKS = ["core"]
 
 
