@@ -1,4 +1,8 @@
-"""`harness compare BASELINE CANDIDATE`: deltas, CIs, paired tests, verdicts; a CI regression gate."""
+"""`harness compare BASELINE CANDIDATE`: deltas, CIs, paired tests, verdicts; a CI regression gate.
+
+Quality metrics are judged by paired tests; speed and memory (results of `harness bench`) by the
+relative change of their medians over repetitions against --speed-threshold / --memory-threshold.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from harness.errors import HarnessError
 from harness.report.collect import format_value, write_output
 from harness.report.compare import Comparison, Thresholds, compare_files
 from harness.report.table import text_table
-from harness.report.tables import md_escape
+from harness.report.tables import EFFICIENCY_TASK, md_escape
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "METRIC or TASK/METRIC= limits it to one metric; repeatable")
     p.add_argument("--threshold-rel", action="append", default=[], metavar="[METRIC=]X",
                    help="a change smaller than X times the baseline value never counts (0.02 = 2%%); repeatable")
+    p.add_argument("--speed-threshold", type=float, default=0.15, metavar="X",
+                   help="benchmark results: a timing or throughput (median over repetitions) regresses when it is "
+                        "worse by at least X times the baseline median (default 0.15; timings are noisy)")
+    p.add_argument("--memory-threshold", type=float, default=0.10, metavar="X",
+                   help="benchmark results: peak memory regresses when it grows by at least X times the baseline "
+                        "(default 0.10)")
     p.add_argument("--force", action="store_true",
                    help="compare even when the data or prompt hashes differ (the output says what differs)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks (names or globs)")
@@ -53,8 +63,11 @@ def parse_thresholds(values: list[str], option: str) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     if args.resamples < 10:
         raise HarnessError("--resamples must be at least 10")
+    if args.speed_threshold < 0 or args.memory_threshold < 0:
+        raise HarnessError("--speed-threshold and --memory-threshold cannot be negative")
     thresholds = Thresholds(args.alpha, parse_thresholds(args.threshold_abs, "--threshold-abs"),
-                            parse_thresholds(args.threshold_rel, "--threshold-rel"))
+                            parse_thresholds(args.threshold_rel, "--threshold-rel"),
+                            speed=args.speed_threshold, memory=args.memory_threshold)
     comparison = compare_files(args.baseline, args.candidate, thresholds=thresholds, force=args.force,
                                tasks=args.tasks, baseline_model=args.baseline_model,
                                candidate_model=args.candidate_model, n_resamples=args.resamples, seed=args.seed)
@@ -105,6 +118,10 @@ def render_comparison(comp: Comparison, fmt: str = "text") -> str:
         body = text_table(header, rows, "lllrrrrrll")
     out = [f"baseline:  {comp.baseline}", f"candidate: {comp.candidate}", "", body, "",
            f"verdict: {counts} ({rule}; delta = candidate - baseline)"]
+    if any(r.task == EFFICIENCY_TASK for r in comp.rows):
+        out.append(f"speed and memory: timings are noisy, so medians over the repetitions of each file are compared; "
+                   f"a change counts from {t.speed:.0%} of the baseline median (timings, --speed-threshold) and "
+                   f"{t.memory:.0%} (peak memory, --memory-threshold)")
     out += [f"warning: {w}" for w in comp.warnings]
     out += [f"note: {n}" for n in notes]
     if fmt == "markdown":

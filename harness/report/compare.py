@@ -5,6 +5,13 @@ per-sample records (significance.py), and a verdict: improved, regressed or unch
 when the candidate lacks a baseline metric, new when the baseline lacks it). A change counts only
 when it is significant at `alpha` and at least as large as the thresholds. Results whose data or
 prompt hashes differ are refused unless forced, with the reason (compat.py).
+
+Benchmark results (`harness bench`) are compared too, figure by figure (load time, TTFT, tokens/s,
+requests/s, peak memory): timings are noisy, so the comparison is between medians over the
+repetitions each file recorded, and a change counts only when it is at least `speed` (timings)
+or `memory` (peak memory) times the baseline median; the spread of both is in the note. Results
+measured on different shapes or devices are refused unless forced; different machines give a
+warning.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from harness.report.collect import ModelEntry, load_entries
 from harness.report.compat import incompatibilities
 from harness.report.html import read_samples
 from harness.report.significance import PairedTest, approximate_randomization, paired_bootstrap
+from harness.report.tables import EFFICIENCY_TASK, efficiency_columns
+from harness.results import load_results
 
 VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
 
@@ -32,6 +41,16 @@ class Thresholds:
     alpha: float = 0.05
     absolute: dict[str, float] = field(default_factory=dict)
     relative: dict[str, float] = field(default_factory=dict)
+    speed: float = 0.15  # efficiency: a timing must change by 15% of the baseline median to count
+    memory: float = 0.10  # efficiency: peak memory by 10%
+
+    def efficiency_threshold(self, figure: str) -> float:
+        """Relative threshold of an efficiency figure: --threshold-rel FIGURE=X (or efficiency/FIGURE=X)
+        when given, else `memory` for memory figures and `speed` for the rest."""
+        for key in (f"{EFFICIENCY_TASK}/{figure}", figure):
+            if key in self.relative:
+                return self.relative[key]
+        return self.memory if "memory" in figure else self.speed
 
     def lookup(self, table: dict[str, float], task: str, metric: str) -> float:
         for key in (f"{task}/{metric}", metric, ""):
@@ -86,7 +105,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "candidate": self.candidate, "pairs": self.pairs,
                 "alpha": self.thresholds.alpha, "absolute": self.thresholds.absolute,
-                "relative": self.thresholds.relative, "warnings": self.warnings,
+                "relative": self.thresholds.relative, "speed_threshold": self.thresholds.speed,
+                "memory_threshold": self.thresholds.memory, "warnings": self.warnings,
                 "counts": {v: self.count(v) for v in VERDICTS}, "rows": [asdict(r) for r in self.rows]}
 
 
@@ -122,7 +142,8 @@ def compare_files(baseline: str | Path, candidate: str | Path, *, thresholds: Th
         raise HarnessError(f"--alpha must be between 0 and 1, not {thresholds.alpha}")
     pairs = pair_models(load_entries([baseline]), load_entries([candidate]), baseline_model, candidate_model)
     comparison = Comparison(str(baseline), str(candidate), [(b.label, c.label) for b, c in pairs], [], thresholds)
-    problems = []
+    problems, notices = [], []
+    bench_b, bench_c = bench_records(baseline), bench_records(candidate)
     for b, c in pairs:
         for task in _tasks(b, c, tasks):
             if task in b.tasks and task in c.tasks:
@@ -130,10 +151,91 @@ def compare_files(baseline: str | Path, candidate: str | Path, *, thresholds: Th
                 if reasons:
                     problems.append(f"{task}: {'; '.join(reasons)}")
             comparison.rows += compare_task(b, c, task, thresholds, n_resamples=n_resamples, seed=seed)
+        if b.efficiency and c.efficiency:
+            db, dc = bench_b.get(b.model.get("spec")), bench_c.get(c.model.get("spec"))
+            reasons, warnings = bench_incompatibilities(db, dc)
+            problems += [f"{EFFICIENCY_TASK}: {r}" for r in reasons]
+            notices += [f"{EFFICIENCY_TASK}: {w}" for w in warnings]
+            comparison.rows += compare_efficiency(b, c, thresholds, db, dc)
     if problems and not force:
         raise HarnessError("refusing to compare: " + " | ".join(problems) + "; pass --force to compare anyway")
-    comparison.warnings = [f"forced: {p}" for p in problems]
+    comparison.warnings = [f"forced: {p}" for p in problems] + notices
     return comparison
+
+
+def bench_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """model spec -> its `bench` record, for a results file of `harness bench` (else {})."""
+    data = load_results(path)
+    if data.get("kind") != "benchmark":
+        return {}
+    return {e.get("model", {}).get("spec"): {**(e.get("bench") or {}), "options": data.get("options") or {}}
+            for e in data["evaluations"]}
+
+
+def bench_incompatibilities(b: dict[str, Any] | None, c: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    """(reasons to refuse, warnings) for comparing two benchmark records."""
+    if not b or not c:
+        return [], []
+    reasons, warnings = [], []
+    fb, fc = b.get("figures") or {}, c.get("figures") or {}
+    shapes = [f"{k} on {fb[k].get('shape')} vs {fc[k].get('shape')}" for k in fb
+              if k in fc and fb[k].get("shape") != fc[k].get("shape")]
+    if shapes:
+        reasons.append("the benchmark shapes differ (" + "; ".join(shapes) + ")")
+    ob, oc = b.get("options", {}), c.get("options", {})
+    if ob.get("device") != oc.get("device"):
+        reasons.append(f"measured on different devices ({ob.get('device')} vs {oc.get('device')})")
+    if ob.get("in_process") != oc.get("in_process"):
+        warnings.append("one file was measured in process (--in-process), the other in fresh processes: "
+                        "load time and memory are not comparable")
+    mb, mc = b.get("machine") or {}, c.get("machine") or {}
+    keys = ("cpu", "cpu_cores_usable", "gpu", "torch_threads")
+    if any(mb.get(k) != mc.get(k) for k in keys):
+        def text(m: dict[str, Any]) -> str:
+            gpu = ", ".join(g.get("name", "?") for g in m.get("gpu") or []) or "no GPU"
+            return f"{m.get('cpu')} x{m.get('cpu_cores_usable')}, {gpu}, torch threads {m.get('torch_threads')}"
+        warnings.append(f"measured on different machines ({text(mb)} vs {text(mc)})")
+    return reasons, warnings
+
+
+def compare_efficiency(b: ModelEntry, c: ModelEntry, thresholds: Thresholds, bench_b: dict[str, Any] | None = None,
+                       bench_c: dict[str, Any] | None = None) -> list[MetricComparison]:
+    """One row per efficiency figure: medians, relative change, verdict by threshold; the spread
+    of the repetitions (from the `bench` records, when given) in the note."""
+    model = b.label if b.label == c.label else f"{b.label} → {c.label}"
+    fb = (bench_b or {}).get("figures") or {}
+    fc = (bench_c or {}).get("figures") or {}
+    rows = []
+    for col in efficiency_columns([b, c]):
+        vb, vc = _num(b.efficiency.get(col.key)), _num(c.efficiency.get(col.key))
+        sb, sc = fb.get(col.key) or {}, fc.get(col.key) or {}
+        nb, nc = sb.get("n"), sc.get("n")
+        test = f"median of {nb or '?'} vs {nc or '?'} runs"
+        if vb is None or vc is None:
+            verdict = "missing" if vc is None else "new"
+            rows.append(MetricComparison(model, EFFICIENCY_TASK, col.key, col.higher_is_better, vb, vc, None, None,
+                                         None, None, test, 0, verdict,
+                                         "not in the candidate" if vc is None else "not in the baseline"))
+            continue
+        delta = vc - vb
+        limit = thresholds.efficiency_threshold(col.key)
+        change = delta / abs(vb) if vb else math.inf if delta else 0.0
+        verdict = "unchanged"
+        if delta != 0 and abs(change) >= limit:
+            verdict = "improved" if (delta > 0) == col.higher_is_better else "regressed"
+        note = f"{change:+.1%} of the baseline median (counts from {limit:.0%})"
+        if sb and sc:
+            note += f"; runs {_range(sb)} vs {_range(sc)}"
+        rows.append(MetricComparison(model, EFFICIENCY_TASK, col.key, col.higher_is_better, vb, vc, delta, None,
+                                     None, None, test, min(nb or 0, nc or 0), verdict, note))
+    return rows
+
+
+def _range(stats: dict[str, Any]) -> str:
+    lo, hi = stats.get("min"), stats.get("max")
+    if lo is None or hi is None:
+        return "?"
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
 
 
 def _tasks(b: ModelEntry, c: ModelEntry, patterns: Sequence[str] | None) -> list[str]:

@@ -6,38 +6,27 @@ number of other models with a value; the mean over the columns the model has is 
 rate. Normalized score: each column min-max scaled over the models that have it (best 1, worst
 0, direction respected; columns where all values are equal are left out), averaged per model.
 Missing cells count in neither mean and are shown as "—"; the coverage column says how many
-columns a model has. Ties in the ranking share a rank, shown as "2=".
+columns a model has. Ties in the ranking share a rank, shown as "2=". Efficiency figures (results
+of `harness bench` for the same model spec) are shown beside quality, the best of each in bold;
+they do not enter the ranking.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.report import html as H
 from harness.report.collect import Column, ModelEntry, best_labels, format_ci, format_params, format_value
-from harness.report.tables import md_escape, to_csv
+from harness.report.tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, efficiency_value, md_escape, to_csv
+from harness.report.tables import efficiency_columns  # noqa: F401 - re-exported for cli_leaderboard and users
 
 FORMATS = ("markdown", "html", "csv", "json")
-
-
-@dataclass(frozen=True)
-class EfficiencyColumn:
-    """An extra leaderboard column read from `ModelEntry.efficiency` (results of `harness bench`).
-
-    The hook for efficiency figures: pass these to `leaderboard_rows`/`render_leaderboard`;
-    `efficiency_columns(entries)` offers one per figure found in the entries.
-    """
-
-    key: str
-    title: str
-    higher_is_better: bool = True
-    fmt: Callable[[Any], str] = field(default=lambda v: format_value(v) if isinstance(v, (int, float)) else str(v))
 
 
 @dataclass
@@ -82,13 +71,6 @@ def _tie(a: float, b: float) -> bool:
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
-
-
-def efficiency_columns(entries: Sequence[ModelEntry]) -> list[EfficiencyColumn]:
-    """One column per efficiency figure found in the entries (lower is better for times and memory)."""
-    keys = list(dict.fromkeys(k for e in entries for k in e.efficiency))
-    lower = ("seconds", "latency", "memory", "bytes", "_s", "_mb", "_gb", "time")
-    return [EfficiencyColumn(k, k.replace("_", " "), not any(w in k for w in lower)) for k in keys]
 
 
 def leaderboard_rows(entries: Sequence[ModelEntry], cols: Sequence[Column],
@@ -163,21 +145,29 @@ def _markdown(rows: list[LeaderboardRow], cols: Sequence[Column], eff: list[Effi
               *(md_escape(c.title) for c in eff), *(md_escape(c.title) for c in shown)]
     align = ["---:", "---", "---:", "---:", "---:", "---:", "---", "---", *["---:"] * (len(eff) + len(shown))]
     best = [best_labels([r.entry for r in rows], c) for c in shown]
+    best_eff = [best_efficiency([r.entry for r in rows], c) for c in eff]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
         m = r.entry.model
         cells = [r.rank, md_escape(r.entry.label), _rate(r.mean_win_rate), _rate(r.mean_normalized),
                  f"{r.covered}/{r.n_columns}", format_params(r.entry.n_params), md_escape(m.get("backend") or "—"),
-                 md_escape(m.get("dtype") or "—"), *(md_escape(_efficiency_text(r, c)) for c in eff)]
+                 md_escape(m.get("dtype") or "—"),
+                 *(_bold(md_escape(_efficiency_text(r, c)), r.entry.label in b) for c, b in zip(eff, best_eff))]
         for c, b in zip(shown, best):
             text = format_value(_value(r.entry, c))
             cells.append(f"**{text}**" if r.entry.label in b else text)
         lines.append("| " + " | ".join(cells) + " |")
     note = ("Ranked by mean win rate over (task, metric) columns (ties count half), then by mean min-max "
             "normalized score; — marks a missing value, \"2=\" a shared rank.")
-    if details:
+    if details or eff:
         note += " Bold: best in its column."
+    if eff:
+        note += EFFICIENCY_NOTE + " They do not enter the ranking."
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def _bold(text: str, best: bool) -> str:
+    return f"**{text}**" if best and text != "—" else text
 
 
 def _html(rows: list[LeaderboardRow], entries: Sequence[ModelEntry], cols: Sequence[Column],
@@ -189,6 +179,7 @@ def _html(rows: list[LeaderboardRow], entries: Sequence[ModelEntry], cols: Seque
     if details:
         hc += [H.HtmlColumn(c.title, first="descending" if c.higher_is_better else "ascending") for c in cols]
     best = [best_labels(entries, c) for c in cols]
+    best_eff = [best_efficiency(entries, c) for c in eff]
     body = []
     for r in rows:
         e, m = r.entry, r.entry.model
@@ -198,9 +189,9 @@ def _html(rows: list[LeaderboardRow], entries: Sequence[ModelEntry], cols: Seque
                H.HtmlCell(f"{r.covered}/{r.n_columns}", r.covered), H.HtmlCell(format_params(e.n_params), _num(e.n_params)),
                H.HtmlCell(m.get("backend") or "—", m.get("backend") or "", text_align=True),
                H.HtmlCell(m.get("dtype") or "—", m.get("dtype") or "", text_align=True)]
-        for c in eff:
-            v = r.efficiency[c.key]
-            row.append(H.HtmlCell(_efficiency_text(r, c), v if isinstance(v, (int, float)) else ""))
+        for c, b in zip(eff, best_eff):
+            v = efficiency_value(e, c)
+            row.append(H.HtmlCell(_efficiency_text(r, c), "" if v is None else v, best=e.label in b))
         if details:
             for c, b in zip(cols, best):
                 cell = e.cell(c.task, c.metric)
@@ -211,6 +202,8 @@ def _html(rows: list[LeaderboardRow], entries: Sequence[ModelEntry], cols: Seque
     note = ("Ranked by mean win rate over (task, metric) columns (HELM; ties count half), then by mean min-max "
             "normalized score. — marks a missing value; 2= a shared rank. Click a header to sort; click a value "
             "for its per-sample outputs.")
+    if eff:
+        note += EFFICIENCY_NOTE + " They do not enter the ranking."
     tasks = list(dict.fromkeys(c.task for c in cols))
     return H.page(title, [f"<p>{H.esc(note)}</p>", H.sortable_table(hc, body, "leaderboard"),
                           H.samples_section(entries, tasks, max_samples=max_samples, link_base=link_base)],

@@ -4,6 +4,10 @@
   as error bars; one marker per backend, points labelled by model. The model-size comparison.
 - bars: one panel per metric; groups = the tasks reporting that metric, one bar per model with
   its 95% CI; the same model has the same colour in every panel.
+- efficiency: quality against decode speed and against peak memory (results of `harness bench`
+  beside those of `harness run`), one point per model and backend, the Pareto front marked
+  (filled points joined by a line: no other point is both better and faster / smaller). Quality is
+  the one (task, metric) selected, with its CI, or else the mean normalized score over all of them.
 Output is deterministic (no timestamps, fixed SVG ids), so regenerated plots diff cleanly.
 """
 
@@ -16,7 +20,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.report.collect import Column, ModelEntry
 
-KINDS = ("size", "bars")
+KINDS = ("size", "bars", "efficiency")
+SPEED_FIGURE, MEMORY_FIGURE = "decode_tokens_per_s", "peak_memory_mib"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
@@ -109,6 +114,88 @@ def bars_figure(entries: Sequence[ModelEntry], cols: Sequence[Column]):
     return fig
 
 
+def quality_points(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> tuple[dict[str, tuple], str, bool]:
+    """Per label (value, ci_low, ci_high), the axis title and whether higher is better: the single
+    column's values, or the mean normalized score (0-1, best 1) over several columns."""
+    if len(cols) == 1:
+        col = cols[0]
+        points = {e.label: (c.value, c.ci_low, c.ci_high) for e in entries
+                  if (c := e.cell(col.task, col.metric)) is not None and c.value is not None}
+        return points, f"{col.task} / {col.metric} {col.arrow}", col.higher_is_better
+    from harness.report.leaderboard import normalized_scores
+
+    per: dict[str, list[float]] = {}
+    for col in cols:
+        for label, score in normalized_scores(entries, col).items():
+            per.setdefault(label, []).append(score)
+    points = {label: (sum(v) / len(v), None, None) for label, v in per.items()}
+    return points, f"mean normalized score over {len(cols)} columns ↑", True
+
+
+def pareto_front(points: Sequence[tuple[float, float]], x_higher: bool, y_higher: bool) -> list[int]:
+    """Indices of the points no other point dominates (at least as good on both axes, better on one)."""
+    def better_eq(a: float, b: float, higher: bool) -> bool:
+        return a >= b if higher else a <= b
+
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(better_eq(ox, x, x_higher) and better_eq(oy, y, y_higher) and (ox, oy) != (x, y)
+                        for j, (ox, oy) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def efficiency_plottable(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> bool:
+    quality, _, _ = quality_points(entries, cols)
+    return any(e.label in quality and (e.efficiency.get(SPEED_FIGURE) or e.efficiency.get(MEMORY_FIGURE))
+               for e in entries)
+
+
+def efficiency_figure(entries: Sequence[ModelEntry], cols: Sequence[Column]):
+    """Quality against decode tokens/s and against peak memory, the Pareto front marked."""
+    plt = _pyplot()
+    quality, ylabel, y_higher = quality_points(entries, cols)
+    if not efficiency_plottable(entries, cols):
+        raise HarnessError("the efficiency plot needs, for the same model spec, quality results (harness run) and "
+                           "benchmark results (harness bench); give both files")
+    backends = list(dict.fromkeys(str(e.model.get("backend") or "?") for e in entries))
+    colors = _colors(plt, [e.label for e in entries])
+    panels = [(SPEED_FIGURE, "decode tokens/s (batch 1) →", True), (MEMORY_FIGURE, "← peak memory (MiB)", False)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), squeeze=False)
+    for ax, (key, xlabel, x_higher) in zip(axes.flat, panels):
+        shown = [e for e in entries if e.label in quality and isinstance(e.efficiency.get(key), (int, float))]
+        xy = [(float(e.efficiency[key]), quality[e.label][0]) for e in shown]
+        front = set(pareto_front(xy, x_higher, y_higher))
+        for i, (e, (x, y)) in enumerate(zip(shown, xy)):
+            _, lo, hi = quality[e.label]
+            err = _errors(y, lo, hi)
+            marker = MARKERS[backends.index(str(e.model.get("backend") or "?")) % len(MARKERS)]
+            ax.errorbar([x], [y], yerr=[[err[0]], [err[1]]], fmt=marker, color=colors[e.label], capsize=3,
+                        markersize=8 if i in front else 6, markerfacecolor=colors[e.label] if i in front else "white",
+                        label=e.label)
+            ax.annotate(e.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if len(front) > 1:
+            line = sorted(xy[i] for i in front)
+            ax.plot([p[0] for p in line], [p[1] for p in line], linestyle="--", color="0.5", linewidth=1, zorder=0)
+        if xy:
+            from matplotlib.ticker import FuncFormatter
+
+            xs = [x for x, _ in xy]
+            ax.set_xscale("log")
+            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title("quality against speed" if key == SPEED_FIGURE else "quality against memory", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Quality against cost, one point per model and backend; Pareto front: filled points on the "
+                 "dashed line", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
 def _params_axis(ax, sizes: Sequence[int]) -> None:
     """Log-scaled parameter axis, at least a decade wide, ticks labelled 100M, 1B, ..."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -147,7 +234,10 @@ def save_plots(entries: Sequence[ModelEntry], cols: Sequence[Column], out_dir: s
     for kind in kinds:
         if kind not in KINDS:
             raise HarnessError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
-        fig = size_figure(entries, cols) if kind == "size" else bars_figure(entries, cols)
+        if kind == "efficiency" and len(kinds) > 1 and not efficiency_plottable(entries, cols):
+            continue  # plotting everything: without benchmark results there is no efficiency plot
+        builders = {"size": size_figure, "bars": bars_figure, "efficiency": efficiency_figure}
+        fig = builders[kind](entries, cols)
         for fmt in formats:
             if fmt not in ("png", "svg"):
                 raise HarnessError(f"unknown image format {fmt!r}; choose png or svg")

@@ -1,0 +1,144 @@
+"""`harness bench`: speed and memory of models and backends, written beside quality results.
+
+    harness bench --model hf:smollm2-135m --model llamacpp:smollm2-135m [--prompt-lengths 128 512]
+                  [--batch-sizes 1 4] [--new-tokens 32] [--repetitions 3] [--warmup 1] [--device cpu|cuda]
+
+Each model is measured in a fresh process (its load time and peak memory are its own): load
+time, then per shape (prompt length x batch size, new tokens) warm-up runs and timed repetitions of
+greedy generation: time to first token, prefill and decode tokens/s, requests/s, peak memory.
+The table shows medians over the repetitions with their half-range; the results file
+(`"kind": "benchmark"`) goes to --output and every reporter command reads it beside `harness run`
+results. The measurement itself is in harness/benchmark/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from harness.benchmark.machine import describe
+from harness.benchmark.measure import BenchSettings
+from harness.report.table import text_table
+
+_DEFAULTS = BenchSettings()
+
+
+def _positive_list(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", action="append", dest="models", metavar="SPEC",
+                   help="model spec, e.g. hf:smollm2-135m, scratch:smollm2-135m, llamacpp:smollm2-135m, "
+                        "llamacpp:FILE.gguf; repeat to compare models and backends")
+    p.add_argument("--prompt-lengths", nargs="+", type=_positive_list, default=_DEFAULTS.prompt_lengths, metavar="N",
+                   help="prompt lengths in tokens (default: %(default)s; the issue's standard: 128 1024)")
+    p.add_argument("--batch-sizes", nargs="+", type=_positive_list, default=_DEFAULTS.batch_sizes, metavar="B",
+                   help="batch sizes (default: %(default)s; standard: 1 8)")
+    p.add_argument("--new-tokens", type=_positive_list, default=_DEFAULTS.new_tokens, metavar="N",
+                   help="tokens generated per request, EOS ignored (default: %(default)s; standard: 128)")
+    p.add_argument("--repetitions", "-r", type=_positive_list, default=_DEFAULTS.repetitions, metavar="R",
+                   help="timed runs per shape; figures are their median (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, metavar="W",
+                   help="untimed runs per shape before the timed ones (default: %(default)s)")
+    p.add_argument("--load-repetitions", type=_positive_list, default=_DEFAULTS.load_repetitions, metavar="R",
+                   help="fresh processes that load each model; load time is their median (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                   help="weights' dtype for hf and scratch (llamacpp runs the file's quantization)")
+    p.add_argument("--threads", type=_positive_list, metavar="N",
+                   help="CPU threads for torch and llama.cpp (default: torch's default; llama.cpp: the usable cores)")
+    p.add_argument("--output", default="runs", metavar="DIR", help="where the results JSON goes (default runs/)")
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of a fresh one per model (load time and memory less honest)")
+    p.add_argument("--timeout", type=float, default=_DEFAULTS.timeout, metavar="S",
+                   help="seconds one model may take before it is stopped (default: %(default)s)")
+    p.add_argument("--show", nargs="+", metavar="RESULTS.json", help="print the table of benchmark results files again")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.benchmark.suite import benchmark
+    from harness.errors import HarnessError
+    from harness.results import load_results
+
+    if args.show:
+        for path in args.show:
+            data = load_results(path)
+            if data.get("kind") != "benchmark":
+                raise HarnessError(f"{path}: not a benchmark results file (kind {data.get('kind')!r}); use harness show")
+            print(bench_table(data))
+        return 0
+    if not args.models:
+        raise HarnessError("give at least one --model SPEC to benchmark (e.g. --model llamacpp:smollm2-135m)")
+    settings = BenchSettings(prompt_lengths=args.prompt_lengths, batch_sizes=args.batch_sizes,
+                             new_tokens=args.new_tokens, repetitions=args.repetitions, warmup=args.warmup,
+                             load_repetitions=args.load_repetitions, device=args.device, dtype=args.dtype,
+                             threads=args.threads, timeout=args.timeout)
+    results = benchmark(args.models, settings, output_dir=args.output, in_process=args.in_process,
+                        command=shlex.join(["harness", *sys.argv[1:]]))
+    print(bench_table(results))
+    if results.get("path"):
+        print(f"\nresults: {results['path']}")
+    return 1 if results["errors"] else 0
+
+
+def _pm(stats: dict[str, Any] | None, digits: int = 3) -> str:
+    """'25.3 ±0.4': the median and half the range of the repetitions."""
+    if not stats:
+        return "—"
+    med, half = stats["median"], stats.get("half_range") or 0.0
+
+    def fmt(x: float) -> str:
+        return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+
+    return fmt(med) if stats.get("n", 1) < 2 else f"{fmt(med)} ±{fmt(half)}"
+
+
+def bench_table(results: dict[str, Any]) -> str:
+    """One row per (model, shape), then the machine and what the numbers are."""
+    header = ["model", "load s", "shape", "TTFT s", "prefill tok/s", "decode tok/s", "requests/s", "peak RSS MiB"]
+    cuda = any(s.get("peak_gpu_allocated_mib") is not None
+               for e in results.get("evaluations", []) for s in e["bench"]["shapes"])
+    if cuda:
+        header.append("peak GPU MiB")
+    rows = []
+    for evaluation in results.get("evaluations", []):
+        bench = evaluation["bench"]
+        for i, shape in enumerate(bench["shapes"]):
+            row = [evaluation["model"]["spec"] if i == 0 else "", _pm(bench["load_s"]) if i == 0 else "",
+                   shape["label"], _pm(shape["ttft_s"]), _pm(shape["prefill_tokens_per_s"]),
+                   _pm(shape["decode_tokens_per_s"]), _pm(shape["requests_per_s"]), f"{shape['peak_rss_mib']:.0f}"]
+            if cuda:
+                gpu = shape.get("peak_gpu_allocated_mib")
+                row.append("—" if gpu is None else f"{gpu:.0f}")
+            rows.append(row)
+    lines = [text_table(header, rows, "llllrrrr" + ("r" if cuda else ""))]
+    options = results.get("options", {})
+    env = results.get("environment", {})
+    m = env.get("machine", {})
+    lines.append("")
+    lines.append(f"shape pP bB nN: P-token prompts, batch of B, N new tokens (greedy, EOS ignored); "
+                 f"median of {options.get('repetitions')} timed runs ±half their range, after "
+                 f"{options.get('warmup')} warm-up run(s); load: median of {options.get('load_repetitions')} "
+                 f"{'loads' if not options.get('in_process') else 'loads in this process'}.")
+    lines.append("decode tok/s counts every new token after each row's first, over the whole batch; "
+                 "rows of llamacpp run one after another.")
+    if m:
+        before, after = m.get("load_average"), m.get("load_average_after")
+        load = f"; load average {before[0]:.2f} before, {after[0]:.2f} after" if before and after else ""
+        lines.append(f"machine: {describe(m)}{load}")
+        cores = m.get("cpu_cores_usable") or 1
+        if before and before[0] > 0.5 * cores:
+            lines.append(f"warning: the machine was busy before the run (load average {before[0]:.2f} on {cores} "
+                         "cores): timings are noisy; rerun when it is idle")
+    for error in results.get("errors", []):
+        lines.append(f"FAILED {error['spec']}: {error['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""What a benchmark ran on (CPU, cores, GPU, threads, load) and how much memory it took.
+
+Peak resident memory is the kernel's high-water mark (VmHWM), reset per shape through
+/proc/self/clear_refs where Linux allows it, so each shape's peak is its own; elsewhere the
+process-wide getrusage maximum. On CUDA, torch's peak allocated memory, reset per shape.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def peak_rss_bytes() -> int:
+    """The resident-set high-water mark of this process since start (or the last reset)."""
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+        if match:
+            return int(match.group(1)) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def current_rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def reset_peak_rss() -> bool:
+    """Reset the high-water mark to the current resident set (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _cuda(device: str):
+    """torch, when this process measures a CUDA device through it; else None."""
+    if not device.startswith("cuda") or "torch" not in sys.modules:
+        return None
+    torch = sys.modules["torch"]
+    return torch if torch.cuda.is_available() else None
+
+
+class MemoryProbe:
+    """Peak memory over a stretch of work: resident memory always, allocated GPU memory on CUDA."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.resettable = reset_peak_rss()
+
+    def reset(self) -> None:
+        if self.resettable:
+            reset_peak_rss()
+        torch = _cuda(self.device)
+        if torch is not None:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> dict[str, float | None]:
+        torch = _cuda(self.device)
+        gpu = torch.cuda.max_memory_allocated() / MIB if torch is not None else None
+        return {"peak_rss_mib": round(peak_rss_bytes() / MIB, 1),
+                "peak_gpu_allocated_mib": None if gpu is None else round(gpu, 1)}
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and cores, memory, GPUs, torch threads (when torch is loaded), load average."""
+    import psutil
+
+    from harness.results import cpu_model
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "cpu_cores_logical": psutil.cpu_count(logical=True),
+        "cpu_cores_usable": usable,
+        "memory_total_mib": round(psutil.virtual_memory().total / MIB),
+        "platform": platform.platform(),
+        "gpu": None,
+        "torch_threads": None,
+        "load_average": load_average(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = [{"name": torch.cuda.get_device_name(i),
+                            "memory_mib": round(torch.cuda.get_device_properties(i).total_memory / MIB)}
+                           for i in range(torch.cuda.device_count())]
+    return info
+
+
+def describe(m: dict[str, Any]) -> str:
+    """One line: 'AMD EPYC 7B13, 2 cores (2 usable), 23 GiB, torch 2 threads, no GPU'."""
+    cores = m.get("cpu_cores_physical") or m.get("cpu_cores_logical")
+    gpu = ", ".join(g["name"] for g in m["gpu"]) if m.get("gpu") else "no GPU"
+    threads = f", torch {m['torch_threads']} threads" if m.get("torch_threads") else ""
+    return (f"{m.get('cpu')}, {cores} cores ({m.get('cpu_cores_usable')} usable), "
+            f"{(m.get('memory_total_mib') or 0) / 1024:.0f} GiB{threads}, {gpu}")

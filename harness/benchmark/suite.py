@@ -1,0 +1,173 @@
+"""Models x shapes: one fresh process per model, then the results file (`"kind": "benchmark"`).
+
+Each evaluation carries `model` (the backend's info and fingerprint, as `harness run` writes it),
+`efficiency` (the one-number figures the leaderboard shows: medians over repetitions) and `bench`
+(every shape with median, spread and the raw repetitions; load, memory, threads). Figures of
+`efficiency`:
+
+| key | what | shape |
+| --- | --- | --- |
+| load_s | seconds to load the model (median over --load-repetitions fresh processes) | - |
+| ttft_s | time to first token | reference: shortest prompt, smallest batch |
+| prefill_tokens_per_s | prompt tokens per second | reference |
+| decode_tokens_per_s | new tokens per second after the first | reference |
+| batch_decode_tokens_per_s | the same over the whole batch | shortest prompt, largest batch |
+| batch_requests_per_s | requests finished per second, end to end | shortest prompt, largest batch |
+| peak_memory_mib | peak resident memory of the process (CPU) or allocated GPU memory (CUDA) | all |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.benchmark.machine import load_average, machine
+from harness.benchmark.measure import BenchSettings, Shape, summarize
+from harness.errors import HarnessError
+from harness.results import SCHEMA_VERSION, environment, write_json
+
+FIGURES = ("load_s", "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s", "batch_decode_tokens_per_s",
+           "batch_requests_per_s", "peak_memory_mib")
+# figure -> (shape record key, which shape)
+_SHAPE_FIGURES = {"ttft_s": ("ttft_s", "reference"), "prefill_tokens_per_s": ("prefill_tokens_per_s", "reference"),
+                  "decode_tokens_per_s": ("decode_tokens_per_s", "reference"),
+                  "batch_decode_tokens_per_s": ("decode_tokens_per_s", "batched"),
+                  "batch_requests_per_s": ("requests_per_s", "batched")}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_worker(spec: str, settings: BenchSettings, *, load_only: bool = False) -> dict[str, Any]:
+    """Measure one model in a fresh Python process; its record, or {"error": ...}."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job.write_text(json.dumps({"spec": spec, "settings": settings.to_dict(), "load_only": load_only}))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "harness.benchmark.worker", str(job), str(out)],
+                                  env=env, timeout=settings.timeout, stdout=subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {settings.timeout:g} s (--timeout)"}
+        if not out.is_file():
+            return {"error": f"the measuring process died (exit code {proc.returncode}); its messages are above"}
+        return json.loads(out.read_text())
+
+
+def run_in_process(spec: str, settings: BenchSettings, *, load_only: bool = False) -> dict[str, Any]:
+    """Measure in this process: quicker, but load time and memory include what ran before."""
+    from harness.benchmark.worker import measure
+
+    try:
+        return measure(spec, settings, load_only)
+    except HarnessError as err:
+        return {"error": str(err)}
+
+
+def summary_figures(record: dict[str, Any], settings: BenchSettings, load_times: Sequence[float]) -> dict[str, float]:
+    """The `efficiency` figures of one model (medians), from its worker record."""
+    shapes = {(s["prompt_tokens"], s["batch_size"], s["new_tokens"]): s for s in record.get("shapes", [])}
+    picked = {"reference": _shape(shapes, settings.reference_shape),
+              "batched": _shape(shapes, settings.batched_shape) if max(settings.batch_sizes) > min(settings.batch_sizes)
+              else None}
+    out: dict[str, float] = {"load_s": _round(summarize(load_times)["median"])}
+    for figure, (key, which) in _SHAPE_FIGURES.items():
+        shape = picked[which]
+        if shape is not None:
+            out[figure] = _round(shape[key]["median"])
+    gpu = record.get("peak_gpu_allocated_mib")
+    memory = gpu if gpu is not None else record.get("peak_rss_mib")  # GPU memory is measured only on CUDA
+    if memory is not None:
+        out["peak_memory_mib"] = _round(memory)
+    return out
+
+
+def figure_details(record: dict[str, Any], settings: BenchSettings, load_times: Sequence[float]) -> dict[str, Any]:
+    """Per efficiency figure: its median, spread, repetitions and shape (what compare reports)."""
+    shapes = {(s["prompt_tokens"], s["batch_size"], s["new_tokens"]): s for s in record.get("shapes", [])}
+    out: dict[str, Any] = {"load_s": {**summarize(load_times), "shape": None}}
+    for figure, (key, which) in _SHAPE_FIGURES.items():
+        shape = settings.reference_shape if which == "reference" else settings.batched_shape
+        found = _shape(shapes, shape)
+        if found is not None and (which == "reference" or max(settings.batch_sizes) > min(settings.batch_sizes)):
+            out[figure] = {**found[key], "shape": shape.label}
+    return out
+
+
+def _shape(shapes: dict, shape: Shape) -> dict[str, Any] | None:
+    return shapes.get((shape.prompt_tokens, shape.batch_size, shape.new_tokens))
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def benchmark(specs: Sequence[str], settings: BenchSettings | None = None, *, output_dir: str | Path | None = None,
+              in_process: bool = False, command: str | None = None,
+              progress: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
+    """Measure each model spec; returns the results object (and writes it under output_dir)."""
+    settings = settings or BenchSettings()
+    if not specs:
+        raise HarnessError("no model to benchmark; give --model SPEC (repeatable)")
+    try:
+        import torch  # noqa: F401 - so the environment records torch's threads and GPUs
+    except ImportError:
+        pass
+    started = dt.datetime.now(dt.UTC)
+    slug = "+".join(s.replace(":", "-").split("/")[-1] for s in specs)[:60]
+    run_id = started.strftime("%Y%m%dT%H%M%SZ") + "_bench_" + "".join(c if c.isalnum() or c in "._+-" else "-" for c in slug)
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "kind": "benchmark", "run_id": run_id,
+        "created": started.isoformat(timespec="seconds"), "command": command,
+        "options": {**settings.to_dict(), "in_process": in_process,
+                    "reference_shape": settings.reference_shape.label, "batched_shape": settings.batched_shape.label},
+        "evaluations": [], "errors": [],
+        "environment": {**environment(), "machine": machine()},
+    }
+    for spec in specs:
+        if progress:
+            progress(f"{spec}: measuring in {'this process' if in_process else 'a fresh process'} "
+                     f"({len(settings.shapes())} shapes x ({settings.warmup} warm-up + {settings.repetitions} timed))")
+        record = run_in_process(spec, settings) if in_process else run_worker(spec, settings)
+        if "error" in record:
+            results["errors"].append({"spec": spec, "error": record["error"]})
+            if progress:
+                progress(f"{spec}: FAILED: {record['error']}")
+            continue
+        load_times = [record["load_s"]]
+        for _ in range(settings.load_repetitions - 1):
+            again = (run_in_process if in_process else run_worker)(spec, settings, load_only=True)
+            if "error" not in again:
+                load_times.append(again["load_s"])
+        results["evaluations"].append({
+            "model": record["model"],
+            "efficiency": summary_figures(record, settings, load_times),
+            "bench": {
+                "isolated": not in_process,
+                "load_s": summarize(load_times), "import_s": record["import_s"],
+                "rss_after_load_mib": record["rss_after_load_mib"], "load_peak_rss_mib": record["load_peak_rss_mib"],
+                "peak_rss_mib": record["peak_rss_mib"], "peak_gpu_allocated_mib": record["peak_gpu_allocated_mib"],
+                "threads": record["threads"], "machine": record["machine"],
+                "reference_shape": settings.reference_shape.label,
+                "batched_shape": settings.batched_shape.label,
+                "figures": figure_details(record, settings, load_times),
+                "shapes": record["shapes"],
+            },
+        })
+    results["environment"]["machine"]["load_average_after"] = load_average()
+    results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if output_dir is not None:
+        path = Path(output_dir) / f"{run_id}.json"
+        write_json(path, results)
+        results["path"] = str(path)
+    return results
