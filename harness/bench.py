@@ -23,6 +23,7 @@ from harness.benchmark.measure import BenchSettings
 from harness.report.table import text_table
 
 _DEFAULTS = BenchSettings()
+BUSY_PERCENT = 25  # CPU use by others, sampled just before and after the run, above which the table warns
 
 
 def _positive_list(text: str) -> int:
@@ -135,10 +136,10 @@ def bench_table(results: dict[str, Any]) -> str:
         before, after = m.get("load_average"), m.get("load_average_after")
         load = f"; load average {before[0]:.2f} before, {after[0]:.2f} after" if before and after else ""
         lines.append(f"machine: {describe(m)}{load}")
-        cores = m.get("cpu_cores_usable") or 1
-        if before and before[0] > 0.5 * cores:
-            lines.append(f"warning: the machine was busy before the run (load average {before[0]:.2f} on {cores} "
-                         "cores): timings are noisy; rerun when it is idle")
+        busy = [x for x in (m.get("cpu_busy_percent"), m.get("cpu_busy_percent_after")) if x is not None]
+        if busy and max(busy) > BUSY_PERCENT:
+            lines.append(f"warning: other work kept the CPUs {max(busy):.0f}% busy around the run: "
+                         "timings are noisy; rerun when the machine is idle")
     for error in results.get("errors", []):
         lines.append(f"FAILED {error['spec']}: {error['error']}")
     return "\n".join(lines)

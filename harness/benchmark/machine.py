@@ -76,6 +76,17 @@ class MemoryProbe:
                 "peak_gpu_allocated_mib": None if gpu is None else round(gpu, 1)}
 
 
+def cpu_busy_percent(seconds: float = 0.5) -> float | None:
+    """How busy the CPUs are right now (all processes, sampled over `seconds`): other work on the
+    machine makes timings noisy. The load average lags by minutes, so it is recorded but not used."""
+    try:
+        import psutil
+
+        return psutil.cpu_percent(interval=seconds)
+    except Exception:  # noqa: BLE001 - best effort
+        return None
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -103,6 +114,7 @@ def machine() -> dict[str, Any]:
         "gpu": None,
         "torch_threads": None,
         "load_average": load_average(),
+        "cpu_busy_percent": cpu_busy_percent(),
     }
     torch = sys.modules.get("torch")
     if torch is not None:

@@ -59,8 +59,8 @@ class BenchSettings:
     prompt_lengths=[128, 1024], batch_sizes=[1, 8], new_tokens=128."""
 
     prompt_lengths: list[int] = field(default_factory=lambda: [128, 512])
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 4])
-    new_tokens: int = 32
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    new_tokens: int = 64
     repetitions: int = 3
     warmup: int = 1
     load_repetitions: int = 1

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.benchmark.machine import load_average, machine
+from harness.benchmark.machine import cpu_busy_percent, load_average, machine
 from harness.benchmark.measure import BenchSettings, Shape, summarize
 from harness.errors import HarnessError
 from harness.results import SCHEMA_VERSION, environment, write_json
@@ -165,6 +165,7 @@ def benchmark(specs: Sequence[str], settings: BenchSettings | None = None, *, ou
             },
         })
     results["environment"]["machine"]["load_average_after"] = load_average()
+    results["environment"]["machine"]["cpu_busy_percent_after"] = cpu_busy_percent()
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if output_dir is not None:
         path = Path(output_dir) / f"{run_id}.json"
