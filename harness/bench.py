@@ -100,7 +100,13 @@ def _pm(stats: dict[str, Any] | None, digits: int = 3) -> str:
     def fmt(x: float) -> str:
         return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
 
-    return fmt(med) if stats.get("n", 1) < 2 else f"{fmt(med)} ±{fmt(half)}"
+    return fmt(med) if stats.get("n", 1) < 2 else f"{fmt(med)} ±{half:.2g}"
+
+
+def _loads(options: dict[str, Any]) -> str:
+    n = options.get("load_repetitions") or 1
+    where = "in this process" if options.get("in_process") else "in a fresh process"
+    return f"one load {where}" if n == 1 else f"median of {n} loads, each {where}"
 
 
 def bench_table(results: dict[str, Any]) -> str:
@@ -128,8 +134,7 @@ def bench_table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"shape pP bB nN: P-token prompts, batch of B, N new tokens (greedy, EOS ignored); "
                  f"median of {options.get('repetitions')} timed runs ±half their range, after "
-                 f"{options.get('warmup')} warm-up run(s); load: median of {options.get('load_repetitions')} "
-                 f"{'loads' if not options.get('in_process') else 'loads in this process'}.")
+                 f"{options.get('warmup')} warm-up run(s); load: {_loads(options)}.")
     lines.append("decode tok/s counts every new token after each row's first, over the whole batch; "
                  "rows of llamacpp run one after another.")
     if m:
