@@ -1,7 +1,7 @@
 """`harness bench`: speed and memory of models and backends, written beside quality results.
 
     harness bench --model hf:smollm2-135m --model llamacpp:smollm2-135m [--prompt-lengths 128 512]
-                  [--batch-sizes 1 4] [--new-tokens 32] [--repetitions 3] [--warmup 1] [--device cpu|cuda]
+                  [--batch-sizes 1 8] [--new-tokens 64] [--repetitions 3] [--warmup 1] [--device cpu|cuda]
 
 Each model is measured in a fresh process (its load time and peak memory are its own): load
 time, then per shape (prompt length x batch size, new tokens) warm-up runs and timed repetitions of
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model spec, e.g. hf:smollm2-135m, scratch:smollm2-135m, llamacpp:smollm2-135m, "
                         "llamacpp:FILE.gguf; repeat to compare models and backends")
     p.add_argument("--prompt-lengths", nargs="+", type=_positive_list, default=_DEFAULTS.prompt_lengths, metavar="N",
-                   help="prompt lengths in tokens (default: %(default)s; the issue's standard: 128 1024)")
+                   help="prompt lengths in tokens (default: %(default)s; the common standard: 128 1024)")
     p.add_argument("--batch-sizes", nargs="+", type=_positive_list, default=_DEFAULTS.batch_sizes, metavar="B",
                    help="batch sizes (default: %(default)s; standard: 1 8)")
     p.add_argument("--new-tokens", type=_positive_list, default=_DEFAULTS.new_tokens, metavar="N",

@@ -54,8 +54,8 @@ class Shape:
 
 @dataclass
 class BenchSettings:
-    """The shapes and how often to run them. Defaults keep the four-model comparison of the
-    README near ten minutes on a 2-core CPU; the issue's standard shapes are
+    """The shapes and how often to run them. The defaults keep the four-model comparison of
+    docs/bench.md at about 6.5 minutes on a 2-core CPU; the common standard shapes are
     prompt_lengths=[128, 1024], batch_sizes=[1, 8], new_tokens=128."""
 
     prompt_lengths: list[int] = field(default_factory=lambda: [128, 512])

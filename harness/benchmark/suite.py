@@ -101,6 +101,9 @@ def figure_details(record: dict[str, Any], settings: BenchSettings, load_times: 
         found = _shape(shapes, shape)
         if found is not None and (which == "reference" or max(settings.batch_sizes) > min(settings.batch_sizes)):
             out[figure] = {**found[key], "shape": shape.label}
+    memory = summary_figures(record, settings, load_times).get("peak_memory_mib")
+    if memory is not None:  # one high-water mark over the whole process, not a median
+        out["peak_memory_mib"] = {**summarize([memory]), "shape": None, "peak": True}
     return out
 
 

@@ -109,7 +109,8 @@ def render_comparison(comp: Comparison, fmt: str = "text") -> str:
         rule += "; absolute thresholds " + ", ".join(f"{k or 'all'} {v:g}" for k, v in t.absolute.items())
     if t.relative:
         rule += "; relative thresholds " + ", ".join(f"{k or 'all'} {v:g}" for k, v in t.relative.items())
-    notes = [f"{r.task}/{r.metric}: {r.note}" for r in comp.rows if r.note]
+    several = len(comp.pairs) > 1
+    notes = [f"{r.model + ' ' if several else ''}{r.task}/{r.metric}: {r.note}" for r in comp.rows if r.note]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * 5 + "---|---|"]
         lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]

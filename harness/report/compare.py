@@ -157,6 +157,7 @@ def compare_files(baseline: str | Path, candidate: str | Path, *, thresholds: Th
             problems += [f"{EFFICIENCY_TASK}: {r}" for r in reasons]
             notices += [f"{EFFICIENCY_TASK}: {w}" for w in warnings]
             comparison.rows += compare_efficiency(b, c, thresholds, db, dc)
+    problems, notices = list(dict.fromkeys(problems)), list(dict.fromkeys(notices))  # once, not per model
     if problems and not force:
         raise HarnessError("refusing to compare: " + " | ".join(problems) + "; pass --force to compare anyway")
     comparison.warnings = [f"forced: {p}" for p in problems] + notices
@@ -178,10 +179,10 @@ def bench_incompatibilities(b: dict[str, Any] | None, c: dict[str, Any] | None) 
         return [], []
     reasons, warnings = [], []
     fb, fc = b.get("figures") or {}, c.get("figures") or {}
-    shapes = [f"{k} on {fb[k].get('shape')} vs {fc[k].get('shape')}" for k in fb
-              if k in fc and fb[k].get("shape") != fc[k].get("shape")]
+    shapes = dict.fromkeys(f"{fb[k].get('shape')} vs {fc[k].get('shape')}" for k in fb
+                           if k in fc and fb[k].get("shape") != fc[k].get("shape"))
     if shapes:
-        reasons.append("the benchmark shapes differ (" + "; ".join(shapes) + ")")
+        reasons.append("the benchmark shapes differ (" + ", ".join(shapes) + ")")
     ob, oc = b.get("options", {}), c.get("options", {})
     if ob.get("device") != oc.get("device"):
         reasons.append(f"measured on different devices ({ob.get('device')} vs {oc.get('device')})")
@@ -210,7 +211,7 @@ def compare_efficiency(b: ModelEntry, c: ModelEntry, thresholds: Thresholds, ben
         vb, vc = _num(b.efficiency.get(col.key)), _num(c.efficiency.get(col.key))
         sb, sc = fb.get(col.key) or {}, fc.get(col.key) or {}
         nb, nc = sb.get("n"), sc.get("n")
-        test = f"median of {nb or '?'} vs {nc or '?'} runs"
+        test = "peak of each process" if "memory" in col.key else f"median of {nb or '?'} vs {nc or '?'} runs"
         if vb is None or vc is None:
             verdict = "missing" if vc is None else "new"
             rows.append(MetricComparison(model, EFFICIENCY_TASK, col.key, col.higher_is_better, vb, vc, None, None,
