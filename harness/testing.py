@@ -73,7 +73,7 @@ def assert_no_regression(baseline: str | Path, candidate: str | Path, *, alpha: 
                          n_resamples: int = 1000) -> Comparison:
     """Fail (AssertionError) if any metric regressed significantly or vanished; returns the comparison.
     Thresholds: a number for every metric, or {"metric" or "task/metric": number}."""
-    from harness.report.cli_compare import render_comparison
+    from harness.report.compare_render import render_comparison
 
     thresholds = Thresholds(alpha, _table(absolute), _table(relative))
     comparison = compare_files(baseline, candidate, thresholds=thresholds, force=force, n_resamples=n_resamples)

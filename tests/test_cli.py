@@ -62,3 +62,22 @@ def test_tasks_and_models_listings():
     assert "usage" in harness("run", "--help").stdout
     top = harness("--help")
     assert top.returncode == 0 and all(c in top.stdout for c in ("run", "tasks", "score", "report", "compare"))
+
+
+def test_every_command_has_its_module_and_help():
+    """One home: each subcommand is harness/cli/<name>.py; its help renders (no doubled %)."""
+    from harness import serve
+    from harness.cli import COMMANDS, build_parser, command_module
+    from harness.cli import serve as serve_cli
+
+    parser = build_parser()
+    for name in COMMANDS:
+        module = command_module(name)
+        assert module.__name__ == f"harness.cli.{name}" and callable(module.run)
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+    assert serve_cli.KEY_ENV == serve.KEY_ENV
+    top = harness("--help").stdout
+    assert "95% CIs" in top and "%%" not in top
+    assert "95% CIs" in harness("report", "--help").stdout

@@ -1,4 +1,4 @@
-"""`harness score` engine (add_score_arguments / run_score): files in, values with CIs out."""
+"""`harness score` (harness.cli.score over harness.metrics.scoring): files in, values with CIs out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from harness.errors import HarnessError
-from harness.metrics.scoring import add_score_arguments, run_score, score_files
+from harness.cli.score import add_arguments as add_score_arguments
+from harness.cli.score import run as run_score
+from harness.metrics.scoring import score_files
 from tests.conftest import REPO
 
 

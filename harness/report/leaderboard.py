@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.report import html as H
 from harness.report.collect import Column, ModelEntry, best_labels, format_ci, format_params, format_value
 from harness.report.tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, efficiency_value, md_escape, to_csv
-from harness.report.tables import efficiency_columns  # noqa: F401 - re-exported for cli_leaderboard and users
+from harness.report.tables import efficiency_columns  # noqa: F401 - re-exported for harness.cli.leaderboard and users
 
 FORMATS = ("markdown", "html", "csv", "json")
 

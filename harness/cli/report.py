@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.report.collect import columns, load_entries, write_output
 from harness.report.tables import FORMATS, render_report
 
+HELP = "tables of results files: models by (task, metric) with 95% CIs"
+
 
 def add_common(p: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:
     """Arguments shared by report and leaderboard."""

@@ -7,6 +7,8 @@ import argparse
 from harness.report.collect import columns, load_entries
 from harness.report.plots import KINDS, save_plots
 
+HELP = "plots: score against parameter count, grouped bars per task"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files from `harness run`")

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
 
-from harness.benchmark.machine import describe
 from harness.benchmark.measure import BenchSettings
-from harness.report.table import text_table
 
+HELP = "measure speed and memory of models and backends"
 _DEFAULTS = BenchSettings()
-BUSY_PERCENT = 25  # CPU use by others, sampled just before and after the run, above which the table warns
 
 
 def _positive_list(text: str) -> int:
@@ -67,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.benchmark.suite import benchmark
+    from harness.benchmark.table import bench_table
     from harness.errors import HarnessError
     from harness.results import load_results
 
@@ -89,62 +87,3 @@ def run(args: argparse.Namespace) -> int:
     if results.get("path"):
         print(f"\nresults: {results['path']}")
     return 1 if results["errors"] else 0
-
-
-def _pm(stats: dict[str, Any] | None, digits: int = 3) -> str:
-    """'25.3 ±0.4': the median and half the range of the repetitions."""
-    if not stats:
-        return "—"
-    med, half = stats["median"], stats.get("half_range") or 0.0
-
-    def fmt(x: float) -> str:
-        return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
-
-    return fmt(med) if stats.get("n", 1) < 2 else f"{fmt(med)} ±{half:.2g}"
-
-
-def _loads(options: dict[str, Any]) -> str:
-    n = options.get("load_repetitions") or 1
-    where = "in this process" if options.get("in_process") else "in a fresh process"
-    return f"one load {where}" if n == 1 else f"median of {n} loads, each {where}"
-
-
-def bench_table(results: dict[str, Any]) -> str:
-    """One row per (model, shape), then the machine and what the numbers are."""
-    header = ["model", "load s", "shape", "TTFT s", "prefill tok/s", "decode tok/s", "requests/s", "peak RSS MiB"]
-    cuda = any(s.get("peak_gpu_allocated_mib") is not None
-               for e in results.get("evaluations", []) for s in e["bench"]["shapes"])
-    if cuda:
-        header.append("peak GPU MiB")
-    rows = []
-    for evaluation in results.get("evaluations", []):
-        bench = evaluation["bench"]
-        for i, shape in enumerate(bench["shapes"]):
-            row = [evaluation["model"]["spec"] if i == 0 else "", _pm(bench["load_s"]) if i == 0 else "",
-                   shape["label"], _pm(shape["ttft_s"]), _pm(shape["prefill_tokens_per_s"]),
-                   _pm(shape["decode_tokens_per_s"]), _pm(shape["requests_per_s"]), f"{shape['peak_rss_mib']:.0f}"]
-            if cuda:
-                gpu = shape.get("peak_gpu_allocated_mib")
-                row.append("—" if gpu is None else f"{gpu:.0f}")
-            rows.append(row)
-    lines = [text_table(header, rows, "llllrrrr" + ("r" if cuda else ""))]
-    options = results.get("options", {})
-    env = results.get("environment", {})
-    m = env.get("machine", {})
-    lines.append("")
-    lines.append(f"shape pP bB nN: P-token prompts, batch of B, N new tokens (greedy, EOS ignored); "
-                 f"median of {options.get('repetitions')} timed runs ±half their range, after "
-                 f"{options.get('warmup')} warm-up run(s); load: {_loads(options)}.")
-    lines.append("decode tok/s counts every new token after each row's first, over the whole batch; "
-                 "rows of llamacpp run one after another.")
-    if m:
-        before, after = m.get("load_average"), m.get("load_average_after")
-        load = f"; load average {before[0]:.2f} before, {after[0]:.2f} after" if before and after else ""
-        lines.append(f"machine: {describe(m)}{load}")
-        busy = [x for x in (m.get("cpu_busy_percent"), m.get("cpu_busy_percent_after")) if x is not None]
-        if busy and max(busy) > BUSY_PERCENT:
-            lines.append(f"warning: other work kept the CPUs {max(busy):.0f}% busy around the run: "
-                         "timings are noisy; rerun when the machine is idle")
-    for error in results.get("errors", []):
-        lines.append(f"FAILED {error['spec']}: {error['error']}")
-    return "\n".join(lines)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.report.cli_report import add_common, emit, output_format
+from harness.cli.report import add_common, emit, output_format
 from harness.report.collect import columns, load_entries
 from harness.report.leaderboard import FORMATS, efficiency_columns, render_leaderboard
+
+HELP = "rank models by mean win rate and normalized score"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

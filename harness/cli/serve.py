@@ -1,0 +1,56 @@
+"""`harness serve`: serve a model over an OpenAI-compatible HTTP API (the server is harness/serve.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from harness.errors import HarnessError
+
+HELP = "serve a model over an OpenAI-compatible HTTP API"
+# harness.serve.KEY_ENV, spelt out so that building the parser does not import the server and torch
+KEY_ENV = "HARNESS_SERVE_API_KEY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default="smollm2-135m", metavar="SPEC",
+                        help="model spec, as for `harness run` (default smollm2-135m)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--name", help="the model id clients use (default: the model's name)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size of the backend (default 8)")
+    parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--api-key-env", default=KEY_ENV, metavar="NAME",
+                        help=f"require the API key held in this environment variable, when set (default {KEY_ENV})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.models import load_model
+    from harness.serve import make_server
+
+    model = load_model(args.model, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+                       trust_remote_code=args.trust_remote_code)
+    api_key = os.environ.get(args.api_key_env) or None
+    try:
+        server = make_server(model, args.host, args.port, name=args.name, api_key=api_key)
+    except OSError as err:
+        raise HarnessError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    host, port = server.server_address[:2]
+    if host not in ("127.0.0.1", "::1", "localhost") and not api_key:
+        print(f"warning: listening on {host} without an API key: anyone who reaches this port can use the model",
+              file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"serving {model.info.spec} as {server.service.name!r} on http://{host}:{port}/v1", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        model.close()
+    return 0
