@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -156,19 +157,19 @@ def page(tmp_path_factory):
     return html_path
 
 
-def column_texts(browser: Chromium, col: int) -> list[str]:
-    return browser.evaluate(f"Array.from(document.querySelectorAll('#leaderboard tbody tr'))"
+def column_texts(browser: Chromium, col: int, table: str = "leaderboard") -> list[str]:
+    return browser.evaluate(f"Array.from(document.querySelectorAll('#{table} tbody tr'))"
                             f".map(r => r.cells[{col}].childNodes[0].textContent.trim())")
 
 
-def header_index(browser: Chromium, title: str) -> int:
-    titles = browser.evaluate("Array.from(document.querySelectorAll('#leaderboard thead th')).map(t => t.textContent)")
+def header_index(browser: Chromium, title: str, table: str = "leaderboard") -> int:
+    titles = browser.evaluate(f"Array.from(document.querySelectorAll('#{table} thead th')).map(t => t.textContent)")
     return titles.index(title)
 
 
 def test_click_header_sorts(browser, page):
     browser.open(page.as_uri())
-    assert column_texts(browser, 1) == ["hf:best", "hf:mid", "hf:<b>worst</b>"]  # ranked by mean win rate
+    assert column_texts(browser, 0) == ["hf:best", "hf:mid", "hf:<b>worst</b>"]  # ranked by mean win rate
     col = header_index(browser, "params")
     browser.click(f"#leaderboard thead th:nth-child({col + 1}) button")
     assert column_texts(browser, col) == ["1.7B", "360M", "135M"]  # a numeric column sorts descending first
@@ -176,13 +177,44 @@ def test_click_header_sorts(browser, page):
         == "descending"
     browser.click(f"#leaderboard thead th:nth-child({col + 1}) button")
     assert column_texts(browser, col) == ["135M", "360M", "1.7B"]
-    ppl = header_index(browser, "lm_toy / word_perplexity ↓")
-    browser.click(f"#leaderboard thead th:nth-child({ppl + 1}) button")  # lower is better: ascending first
-    values = [float(v) for v in column_texts(browser, ppl)]
+    bpb = header_index(browser, "lm_toy\nbits_per_byte ↓")  # the primary metric of a perplexity task
+    browser.click(f"#leaderboard thead th:nth-child({bpb + 1}) button")  # lower is better: ascending first
+    values = [float(v) for v in column_texts(browser, bpb)]
     assert values == sorted(values)
     model = header_index(browser, "model")
     browser.click(f"#leaderboard thead th:nth-child({model + 1}) button")
     assert column_texts(browser, model) == sorted(["hf:best", "hf:mid", "hf:<b>worst</b>"], key=str.lower)
+
+
+def test_first_screen_is_compact_and_details_open_on_click(browser, page):
+    browser.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    browser.open(page.as_uri())
+    heads = browser.evaluate("Array.from(document.querySelectorAll('#leaderboard thead th')).map(t => t.textContent)")
+    assert heads == ["model", "rank", "params", "mean\nwin rate", "mean\nnormalized", "mc_colors\nacc ↑",
+                     "translate_toy\nbleu ↑", "lm_toy\nbits_per_byte ↓"]  # one primary score per task
+    assert browser.evaluate("document.querySelector('#leaderboard').getBoundingClientRect().right") <= 1280
+    assert browser.evaluate("document.querySelector('#leaderboard tbody td:nth-child(6) .ci').textContent").count("–") == 1
+    assert not browser.evaluate("document.querySelector('#details').checkVisibility()")
+    browser.click("#all-metrics > summary")
+    assert browser.wait_for("document.querySelector('#details').checkVisibility()")
+    titles = browser.evaluate("Array.from(document.querySelectorAll('#details thead th')).map(t => t.textContent)")
+    assert "lm_toy / word_perplexity ↓" in titles and len(titles) == 4 + 8  # every metric in the details
+    for table in ("leaderboard", "details"):  # the header row and the model column stay in view
+        assert browser.evaluate(f"getComputedStyle(document.querySelector('#{table} thead th')).position") == "sticky"
+        assert browser.evaluate(f"getComputedStyle(document.querySelector('#{table} tbody td')).position") == "sticky"
+    browser.send("Emulation.setDeviceMetricsOverride", {"width": 600, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    shifted = browser.evaluate("(() => { const box = document.querySelector('#details').parentElement;"
+                               " const cell = document.querySelector('#details tbody td');"
+                               " const before = cell.getBoundingClientRect().left; box.scrollLeft = 400;"
+                               " return [box.scrollLeft, cell.getBoundingClientRect().left - before]; })()")
+    assert shifted[0] > 0 and shifted[1] == 0
+    browser.send("Emulation.clearDeviceMetricsOverride")
+
+
+def test_page_works_offline(page):
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # no CDN, no remote fonts or scripts
+    assert "@import" not in text and "url(" not in text
 
 
 def test_outputs_and_names_are_text_not_markup(browser, page):

@@ -112,17 +112,19 @@ def test_leaderboard_ranks_ties_gaps_and_columns(files, tmp_path):
     cols = columns(entries)
     rows = leaderboard_rows(entries, cols)
     assert rows[0].entry.label == "hf:big" and rows[0].rank == "1" and rows[0].mean_win_rate == 1.0
-    assert rows[0].mean_normalized == 1.0 and rows[0].covered == 8
+    # ranked on each task's primary metric: acc, bleu (the first metric of a generation task), bits_per_byte
+    assert rows[0].mean_normalized == 1.0 and rows[0].covered == 3 and rows[0].n_columns == 3
     by_label = {r.entry.label: r for r in rows}
-    assert by_label["scratch:small"].covered == 4 and by_label["scratch:small"].n_columns == 8
+    assert by_label["scratch:small"].covered == 2  # scratch:small has no translation task
     md = render_leaderboard(entries, cols, "markdown")
-    assert md.splitlines()[0].startswith("| rank | model | mean win rate | mean normalized | columns | params | backend | dtype")
-    assert "| 1 | hf:big | 1.000 | 1.000 | 8/8 | 270M | hf | float32 |" in md
-    assert "| scratch | float32 |" in md and "—" in md  # scratch:small has no translation cells
+    assert md.splitlines()[0] == ("| rank | model | params | mean win rate | mean normalized | mc_colors acc ↑ | "
+                                  "translate_toy bleu ↑ | lm_toy bits_per_byte ↓ |")
+    assert "| 1 | hf:big | 270M | 1.000 | 1.000 | **" in md
+    assert "| scratch | float32 |" in md and "—" in md  # the details table; no translation cells for scratch:small
     twins = load_entries([write_results(tmp_path, "t", [FakeModel("hf:x", quality=0.7)]),
                           write_results(tmp_path / "b", "t", [FakeModel("hf:x", quality=0.7)])])
-    assert [r.rank for r in leaderboard_rows(twins, columns(twins))] == ["1=", "1="]
-    assert "1=" in render_leaderboard(twins, columns(twins), "markdown")
+    rows = leaderboard_rows(twins, columns(twins))  # the same weights, the same numbers: one row
+    assert [(r.rank, [v.label for v in r.group.variants]) for r in rows] == [("1", ["hf:x (t)", "hf:x (t) #2"])]
 
 
 def test_efficiency_columns_hook(files):

@@ -22,15 +22,20 @@ from harness.errors import HarnessError
 from harness.report.collect import ModelEntry
 
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#1d1d1f}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}.meta{color:#666}
-table{border-collapse:collapse;margin:1rem 0}th,td{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
-th{background:#f5f5f7;position:sticky;top:0}td.text,th.text{text-align:left}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:1500px;padding:0 1rem;color:#1d1d1f}
+h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:2rem}.meta{color:#666;margin:.2rem 0}
+table{border-collapse:separate;border-spacing:0;margin:.6rem 0}th,td{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top;background:#fff}
+th{background:#f5f5f7;position:sticky;top:0;z-index:2;max-width:7.5rem;white-space:pre-line;vertical-align:bottom}
+.ci.variants{font-size:.75em}table.compact td,table.compact th{padding:.3rem .4rem}table.compact td{white-space:nowrap}td.text,th.text{text-align:left}
+table.sticky-first td:first-child,table.sticky-first th:first-child{position:sticky;left:0;z-index:1;border-right:1px solid #ddd}
+table.sticky-first th:first-child{z-index:3}
 th button{all:unset;cursor:pointer;font-weight:600}th button:focus-visible{outline:2px solid #06c}
 th[aria-sort=ascending] button::after{content:" ▲"}th[aria-sort=descending] button::after{content:" ▼"}
-.best{font-weight:700;background:#e8f5e9}.ci{color:#666;font-size:.8em;display:block}.missing{color:#aaa}
+th.unranked{color:#777;font-style:italic}
+td.best{font-weight:700;background:#e8f5e9}.ci{color:#666;font-size:.8em;display:block;font-weight:400}.missing{color:#aaa}
 details{margin:.4rem 0}summary{cursor:pointer}pre{white-space:pre-wrap;margin:0;max-width:40rem;font-size:.85em}
-table.samples td,table.samples th{text-align:left}.scroll{overflow-x:auto}td.text{white-space:nowrap}
+table.samples td,table.samples th{text-align:left}.scroll{overflow:auto;max-height:85vh}td.text{white-space:nowrap}
+.note{color:#444;max-width:60rem}
 """
 
 SORT_JS = """
@@ -81,6 +86,8 @@ class HtmlColumn:
     title: str
     numeric: bool = True
     first: str = "descending"  # the direction of the first click
+    note: str = ""  # a tooltip (why a column is not ranked, say)
+    classes: str = ""
 
 
 def esc(text: Any) -> str:
@@ -93,17 +100,28 @@ def anchor_id(*parts: str) -> str:
     return "samples-" + "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) + "-" + digest
 
 
-def sortable_table(columns: Sequence[HtmlColumn], rows: Sequence[Sequence[HtmlCell]], table_id: str = "table") -> str:
-    out = [f'<div class="scroll"><table class="sortable" id="{esc(table_id)}"><thead><tr>']
+def sortable_table(columns: Sequence[HtmlColumn], rows: Sequence[Sequence[HtmlCell]], table_id: str = "table",
+                   *, sticky_first: bool = False, compact: bool = False) -> str:
+    """A table sorted by clicking its headers; the header row (and the first column) stay in view.
+    A newline in a column title breaks the header line there."""
+    table_class = " ".join(["sortable", *(["sticky-first"] if sticky_first else []), *(["compact"] if compact else [])])
+    out = [f'<div class="scroll"><table class="{table_class}" id="{esc(table_id)}"><thead><tr>']
     for c in columns:
-        cls = "" if c.numeric else ' class="text"'
-        out.append(f'<th{cls} data-type="{"number" if c.numeric else "text"}" data-first="{c.first}" '
-                   f'aria-sort="none"><button type="button">{esc(c.title)}</button></th>')
+        classes = " ".join(x for x in ("" if c.numeric else "text", c.classes) if x)
+        cls = f' class="{classes}"' if classes else ""
+        tip = f' title="{esc(c.note)}"' if c.note else ""
+        out.append(f'<th{cls}{tip} data-type="{"number" if c.numeric else "text"}" data-first="{c.first}" '
+                   f'aria-sort="none"><button type="button">{_breakable(c.title)}</button></th>')
     out.append("</tr></thead><tbody>")
     for row in rows:
         out.append("<tr>" + "".join(_td(cell) for cell in row) + "</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
+
+
+def _breakable(title: str) -> str:
+    """Escaped, with a line-break opportunity after each underscore (long task names in narrow headers)."""
+    return esc(title).replace("_", "_<wbr>")
 
 
 def _td(cell: HtmlCell) -> str:
