@@ -27,7 +27,7 @@ from harness.metrics.base import Metric, get_metric
 from harness.report.collect import ModelEntry, load_entries
 from harness.report.compat import incompatibilities
 from harness.report.html import read_samples
-from harness.report.significance import PairedTest, approximate_randomization, paired_bootstrap
+from harness.report.significance import SMALL_N, PairedTest, approximate_randomization, paired_bootstrap
 from harness.report.tables import EFFICIENCY_TASK, efficiency_columns
 from harness.results import load_results
 
@@ -265,6 +265,7 @@ def compare_task(b: ModelEntry, c: ModelEntry, task: str, thresholds: Thresholds
                                          "not in the candidate" if rc is None else "not in the baseline"))
             continue
         test, note = _test(metric, rb, rc, base_samples, cand_samples, n_resamples, seed)
+        note = "; ".join(x for x in (note, test.warning) if x)
         delta = vc - vb if vb is not None and vc is not None else test.delta
         verdict = "unchanged"
         if delta is not None and delta != 0 and test.p_value is not None and test.p_value < thresholds.alpha \
@@ -315,7 +316,10 @@ def _unpaired(rb: dict, rc: dict) -> PairedTest:
         return PairedTest(delta, None, None, None, "none", 0)
     se = math.hypot(sb, sc)
     p = math.erfc(abs(delta) / se / math.sqrt(2))
-    return PairedTest(delta, delta - 1.96 * se, delta + 1.96 * se, p, "unpaired z-test", min(rb.get("n") or 0, rc.get("n") or 0))
+    n = min(rb.get("n") or 0, rc.get("n") or 0)
+    warning = "" if n >= SMALL_N else (f"only {n} documents: a small sample (under {SMALL_N}); a z-test on bootstrap "
+                                       "standard errors is unreliable there, keep the per-sample files for an exact test")
+    return PairedTest(delta, delta - 1.96 * se, delta + 1.96 * se, p, "unpaired z-test", n, warning)
 
 
 def _stats_by_doc(entry: ModelEntry, task: str) -> dict[str, dict[str, Any]] | None:

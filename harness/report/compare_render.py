@@ -6,14 +6,16 @@ import json
 
 from harness.report.collect import format_value
 from harness.report.compare import Comparison
+from harness.report.significance import SMALL_N
 from harness.report.table import text_table
 from harness.report.tables import EFFICIENCY_TASK, md_escape
 
 
-def _p(p: float | None) -> str:
+def _p(p: float | None, n: int = SMALL_N) -> str:
     if p is None:
         return "—"
-    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+    text = f"{p:.3f}" if p >= 0.001 else "<0.001"
+    return f"{text} (n={n})" if 0 < n < SMALL_N else text  # small samples say so where the p is read
 
 
 def _delta(x: float | None) -> str:
@@ -31,7 +33,7 @@ def render_comparison(comp: Comparison, fmt: str = "text") -> str:
     for r in comp.rows:
         ci = f"[{_delta(r.ci_low)}, {_delta(r.ci_high)}]" if r.ci_low is not None else "—"
         rows.append([r.model, r.task, f"{r.metric} {'↑' if r.higher_is_better else '↓'}", format_value(r.baseline),
-                     format_value(r.candidate), _delta(r.delta), ci, _p(r.p_value), r.test, marks[r.verdict]])
+                     format_value(r.candidate), _delta(r.delta), ci, _p(r.p_value, r.n), r.test, marks[r.verdict]])
     counts = ", ".join(f"{comp.count(v)} {v}" for v in ("regressed", "improved", "unchanged", "missing", "new")
                        if comp.count(v) or v in ("regressed", "improved", "unchanged"))
     t = comp.thresholds
