@@ -1,4 +1,4 @@
-"""`harness plot RESULTS...`: score against parameter count, and grouped bars per task (PNG, SVG)."""
+"""`harness plot RESULTS...`: the figures that fit the results (size, bars, efficiency), PNG and SVG."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ HELP = "plots: score against parameter count, grouped bars per task"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files from `harness run`")
-    p.add_argument("--kind", nargs="+", choices=KINDS, default=list(KINDS),
-                   help="size: score against parameter count per (task, metric) with CI error bars; "
-                        "bars: grouped bars per task across models (default: both)")
+    p.add_argument("--kind", nargs="+", choices=KINDS, default=None,
+                   help="size: each task's primary score against parameter count, with CIs and chance lines; "
+                        "bars: each task's primary score per model; efficiency: quality against decode speed "
+                        "with the Pareto front (default: those that fit the results given)")
     p.add_argument("--format", nargs="+", choices=["png", "svg"], default=["png", "svg"], dest="formats",
                    help="image formats (default: png svg)")
     p.add_argument("--output-dir", "-o", default="plots", metavar="DIR", help="where the images go (default plots/)")

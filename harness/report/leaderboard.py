@@ -200,7 +200,8 @@ def _markdown(ranking: Ranking, cols: Sequence[Column], eff: list[EfficiencyColu
         cells += [md_escape(c.fmt(r.efficiency[c.key]) if r.efficiency.get(c.key) is not None else "—") for c in brief]
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n\n" + ranking.method() + " Bold: best, or indistinguishable from the best. " \
-        "Brackets: 95% CI.\n"
+        "Brackets: 95% CI."
+    out += (EFFICIENCY_NOTE + " They do not enter the ranking.\n") if brief else "\n"
     if details:
         out += "\n" + _markdown_details(ranking, cols, eff, best)
     return out

@@ -1,14 +1,18 @@
-"""Plots (matplotlib, PNG and SVG): score against parameter count, and grouped bars per task.
+"""Figures for a paper or a team page (matplotlib; PNG and SVG), one idea each.
 
-- size: one panel per (task, metric); x = parameter count (log scale), y = value with its 95% CI
-  as error bars; one marker per backend, points labelled by model. The model-size comparison.
-- bars: one panel per metric; groups = the tasks reporting that metric, one bar per model with
-  its 95% CI; the same model has the same colour in every panel.
-- efficiency: quality against decode speed and against peak memory (results of `harness bench`
-  beside those of `harness run`), one point per model and backend, the Pareto front marked
-  (filled points joined by a line: no other point is both better and faster / smaller). Quality is
-  the one (task, metric) selected, with its CI, or else the mean normalized score over all of them.
-Output is deterministic (no timestamps, fixed SVG ids), so regenerated plots diff cleanly.
+- size: each task's primary score against parameter count (log axis), with its 95% CI, one
+  small panel per task; multiple-choice panels carry the chance line (the mean of 1/choices
+  over the task's documents). Drawn when the models have at least two parameter counts.
+- bars: each task's primary score per model with its 95% CI, one small panel per task (scores
+  of different tasks are on different scales, so they never share an axis).
+- efficiency: quality against decode speed (results of `harness bench` beside `harness run`), one
+  point per model and backend, the Pareto front joined (no other point is both better and
+  faster). Labels are placed so that they never overlap (figure_layout.py).
+Models are the leaderboard's rows (ranking.py): the same weights on two backends with the same
+numbers are one point, not two on top of each other. `choose_kinds` picks the figures that fit
+the results given. Sized for a page column (7 in wide for panels, 3.4 in for one plot) at 8 pt;
+the output is deterministic (no dates or software versions; fixed SVG ids), so the same inputs
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,26 +22,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.report.collect import Column, ModelEntry
+from harness.report.collect import Column, ModelEntry, format_params
+from harness.report.ranking import ModelGroup, group_by_weights, normalized_scores, primary_columns
 
 KINDS = ("size", "bars", "efficiency")
 SPEED_FIGURE, MEMORY_FIGURE = "decode_tokens_per_s", "peak_memory_mib"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+WIDE, NARROW = 7.0, 3.4  # inches: a two-column figure, one column
+PANEL_COLUMNS = 4
 
 
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.hashsalt": "harness", "svg.fonttype": "none", "font.size": 9})
+    matplotlib.rcParams.update({"svg.hashsalt": "harness", "svg.fonttype": "none", "font.size": 8,
+                                "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+                                "legend.fontsize": 7, "axes.spines.top": False, "axes.spines.right": False,
+                                "font.family": "DejaVu Sans"})
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _grid(n: int, width: int = 3) -> tuple[int, int]:
-    cols = min(width, n)
-    return math.ceil(n / cols), cols
 
 
 def _errors(value: float, low: float | None, high: float | None) -> tuple[float, float]:
@@ -46,90 +51,146 @@ def _errors(value: float, low: float | None, high: float | None) -> tuple[float,
     return max(0.0, value - low), max(0.0, high - value)
 
 
+def _label(g: ModelGroup) -> str:
+    others = [str(v.model.get("backend")) for v in g.variants[1:] if v.tasks]
+    return g.entry.label + (f" (= {', '.join(others)})" if others else "")
+
+
+def _headline(groups: Sequence[ModelGroup], cols: Sequence[Column]) -> list[Column]:
+    reps = [g.entry for g in groups if g.entry.tasks]
+    return primary_columns(reps, cols) or list(cols)
+
+
+def chance_level(entries: Sequence[ModelEntry], col: Column) -> float | None:
+    """Accuracy by guessing uniformly on a multiple-choice task: the mean of 1/len(choices) over its
+    documents (from the per-sample file); None for other tasks or metrics."""
+    from harness.report.html import read_samples
+    from harness.report.ranking import task_config
+
+    if task_config(entries, col.task).get("output_type") != "multiple_choice" or col.metric not in ("acc", "acc_norm"):
+        return None
+    for e in entries:
+        path = e.samples_path(col.task)
+        counts = [len(r["choices"]) for r in (read_samples(path) if path else []) if r.get("choices")]
+        if counts:
+            return sum(1 / n for n in counts) / len(counts)
+    return None
+
+
+def _panel_grid(plt, n: int, height: float = 1.9):
+    ncols = min(PANEL_COLUMNS, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDE, height * nrows + 0.5), squeeze=False, layout="constrained")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
+def _colors(plt, groups: Sequence[ModelGroup]) -> dict[str, object]:
+    cycle = plt.get_cmap("tab10")
+    return {g.entry.label: cycle(i % 10) for i, g in enumerate(groups)}
+
+
+def _legend(fig, groups: Sequence[ModelGroup], colors: dict[str, object], markers: dict[str, str]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=markers[g.entry.label], linestyle="", color=colors[g.entry.label]) for g in groups]
+    fig.legend(handles, [_label(g) for g in groups], loc="outside upper center", ncol=min(len(groups), 3),
+               frameon=False, handletextpad=0.3, columnspacing=1.2)
+
+
+def _scored(groups: Sequence[ModelGroup]) -> list[ModelGroup]:
+    return [g for g in groups if g.entry.tasks]
+
+
 def size_figure(entries: Sequence[ModelEntry], cols: Sequence[Column]):
-    """Score against parameter count, one panel per (task, metric)."""
+    """Each task's primary score against parameter count, one panel per task, CIs and chance lines."""
     plt = _pyplot()
-    sized = [e for e in entries if e.n_params]
-    if not sized:
+    groups = [g for g in _scored(group_by_weights(entries)) if g.entry.n_params]
+    if not groups:
         raise HarnessError("no model in the results records its parameter count; the size plot needs n_params")
-    backends = list(dict.fromkeys(str(e.model.get("backend") or "?") for e in sized))
-    colors = _colors(plt, [e.label for e in entries])
-    nrows, ncols = _grid(len(cols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    for ax, col in zip(axes.flat, cols):
-        for e in sized:
-            cell = e.cell(col.task, col.metric)
+    headline = _headline(groups, cols)
+    colors = _colors(plt, groups)
+    markers = {g.entry.label: MARKERS[i % len(MARKERS)] for i, g in enumerate(groups)}
+    fig, axes = _panel_grid(plt, len(headline))
+    sizes = [g.entry.n_params for g in groups]
+    for ax, col in zip(axes, headline):
+        for g in groups:
+            cell = g.entry.cell(col.task, col.metric)
             if cell is None or cell.value is None:
                 continue
-            backend = str(e.model.get("backend") or "?")
             lo, hi = _errors(cell.value, cell.ci_low, cell.ci_high)
-            ax.errorbar([e.n_params], [cell.value], yerr=[[lo], [hi]], fmt=MARKERS[backends.index(backend) % len(MARKERS)],
-                        color=colors[e.label], capsize=3, label=e.label)
-            ax.annotate(e.model.get("name") or e.label, (e.n_params, cell.value), textcoords="offset points",
-                        xytext=(5, 4), fontsize=7)
-        _params_axis(ax, [e.n_params for e in sized])
-        ax.set_title(f"{col.task}", fontsize=9)
+            ax.errorbar([g.entry.n_params], [cell.value], yerr=[[lo], [hi]], fmt=markers[g.entry.label],
+                        color=colors[g.entry.label], capsize=2, markersize=4, elinewidth=0.8)
+        _chance(ax, entries, col)
+        _params_axis(ax, sizes)
+        ax.set_title(col.task)
         ax.set_ylabel(f"{col.metric} {col.arrow}")
-        ax.set_xlabel("parameters")
-        ax.grid(True, which="both", alpha=0.3)
-    for ax in list(axes.flat)[len(cols):]:
-        ax.set_visible(False)
-    _legend(fig, axes)
-    fig.suptitle("Score against parameter count (bars: 95% CI)")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+        ax.grid(True, which="major", alpha=0.25, linewidth=0.5)
+    _legend(fig, groups, colors, markers)
+    fig.supxlabel("parameters (log scale); bars: 95% CI", fontsize=7)
     return fig
 
 
+def _chance(ax, entries: Sequence[ModelEntry], col: Column) -> None:
+    chance = chance_level(entries, col)
+    if chance is not None:
+        ax.axhline(chance, color="0.45", linestyle=":", linewidth=0.9)
+        ax.annotate("chance", (0, chance), xycoords=("axes fraction", "data"), xytext=(2, 2),
+                    textcoords="offset points", ha="left", va="bottom", fontsize=6, color="0.35", zorder=5,
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, chance - 0.05 * (high - low)), max(high, chance + 0.08 * (high - low)))
+
+
 def bars_figure(entries: Sequence[ModelEntry], cols: Sequence[Column]):
-    """Grouped bars: one panel per metric, groups = tasks, bars = models, with 95% CIs."""
+    """Each task's primary score per model with its 95% CI, one panel per task."""
     plt = _pyplot()
-    metrics = list(dict.fromkeys(c.metric for c in cols))
-    colors = _colors(plt, [e.label for e in entries])
-    nrows, ncols = _grid(len(metrics), 2)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 3.4 * nrows), squeeze=False)
-    width = 0.8 / max(1, len(entries))
-    for ax, metric in zip(axes.flat, metrics):
-        mcols = [c for c in cols if c.metric == metric]
-        for i, e in enumerate(entries):
-            xs, ys, errs = [], [], [[], []]
-            for j, col in enumerate(mcols):
-                cell = e.cell(col.task, col.metric)
-                if cell is None or cell.value is None:
-                    continue
-                lo, hi = _errors(cell.value, cell.ci_low, cell.ci_high)
-                xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(cell.value)
-                errs[0].append(lo)
-                errs[1].append(hi)
-            if xs:
-                ax.bar(xs, ys, width, yerr=errs, capsize=2, color=colors[e.label], label=e.label)
-        ax.set_xticks(range(len(mcols)), [c.task for c in mcols], rotation=20, ha="right")
-        ax.set_ylabel(f"{metric} {mcols[0].arrow}")
-        ax.grid(True, axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.set_visible(False)
-    _legend(fig, axes)
-    fig.suptitle("Scores per task (bars: 95% CI)")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    groups = _scored(group_by_weights(entries))
+    if not groups:
+        raise HarnessError("no quality results to plot; give results files of `harness run`")
+    headline = _headline(groups, cols)
+    colors = _colors(plt, groups)
+    markers = {g.entry.label: "s" for g in groups}
+    fig, axes = _panel_grid(plt, len(headline), height=1.6)
+    for ax, col in zip(axes, headline):
+        for i, g in enumerate(groups):
+            cell = g.entry.cell(col.task, col.metric)
+            if cell is None or cell.value is None:
+                continue
+            lo, hi = _errors(cell.value, cell.ci_low, cell.ci_high)
+            ax.bar([i], [cell.value], 0.7, yerr=[[lo], [hi]], color=colors[g.entry.label], capsize=2,
+                   error_kw={"elinewidth": 0.8})
+        _chance(ax, entries, col)
+        ax.set_xticks([])
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_title(col.task)
+        ax.set_ylabel(f"{col.metric} {col.arrow}")
+        ax.grid(True, axis="y", alpha=0.25, linewidth=0.5)
+    _legend(fig, groups, colors, markers)
+    fig.supxlabel("bars: 95% CI", fontsize=7)
     return fig
 
 
 def quality_points(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> tuple[dict[str, tuple], str, bool]:
-    """Per label (value, ci_low, ci_high), the axis title and whether higher is better: the single
-    column's values, or the mean normalized score (0-1, best 1) over several columns."""
+    """Per entry label (value, ci_low, ci_high), the axis title and whether higher is better: the
+    single column's values, or the mean normalized score (0-1, best 1) over each task's primary
+    metric, computed over the leaderboard's rows and shared by a row's variants."""
+    groups = _scored(group_by_weights(entries))
+    reps = [g.entry for g in groups]
     if len(cols) == 1:
         col = cols[0]
-        points = {e.label: (c.value, c.ci_low, c.ci_high) for e in entries
-                  if (c := e.cell(col.task, col.metric)) is not None and c.value is not None}
-        return points, f"{col.task} / {col.metric} {col.arrow}", col.higher_is_better
-    from harness.report.leaderboard import normalized_scores
-
+        points = {v.label: (c.value, c.ci_low, c.ci_high) for g in groups for v in g.variants
+                  if v.tasks and (c := g.entry.cell(col.task, col.metric)) is not None and c.value is not None}
+        return points, f"{col.task} {col.metric} {col.arrow}", col.higher_is_better
+    headline = _headline(groups, cols)
     per: dict[str, list[float]] = {}
-    for col in cols:
-        for label, score in normalized_scores(entries, col).items():
+    for col in headline:
+        for label, score in normalized_scores(reps, col).items():
             per.setdefault(label, []).append(score)
-    points = {label: (sum(v) / len(v), None, None) for label, v in per.items()}
-    return points, f"mean normalized score over {len(cols)} columns ↑", True
+    points = {v.label: (sum(per[g.entry.label]) / len(per[g.entry.label]), None, None)
+              for g in groups for v in g.variants if v.tasks and per.get(g.entry.label)}
+    return points, f"mean normalized score, {len(headline)} tasks ↑", True
 
 
 def pareto_front(points: Sequence[tuple[float, float]], x_higher: bool, y_higher: bool) -> list[int]:
@@ -148,59 +209,50 @@ def pareto_front(points: Sequence[tuple[float, float]], x_higher: bool, y_higher
 
 def efficiency_plottable(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> bool:
     quality, _, _ = quality_points(entries, cols)
-    return any(e.label in quality and (e.efficiency.get(SPEED_FIGURE) or e.efficiency.get(MEMORY_FIGURE))
-               for e in entries)
+    return sum(1 for e in entries if e.label in quality and isinstance(e.efficiency.get(SPEED_FIGURE), (int, float))) >= 1
 
 
 def efficiency_figure(entries: Sequence[ModelEntry], cols: Sequence[Column]):
-    """Quality against decode tokens/s and against peak memory, the Pareto front marked."""
+    """Quality against decode tokens/s (batch 1), one point per model and backend, the Pareto front joined."""
+    from matplotlib.ticker import FuncFormatter
+
+    from harness.report.figure_layout import place_labels
+
     plt = _pyplot()
-    quality, ylabel, y_higher = quality_points(entries, cols)
     if not efficiency_plottable(entries, cols):
         raise HarnessError("the efficiency plot needs, for the same model spec, quality results (harness run) and "
                            "benchmark results (harness bench); give both files")
-    backends = list(dict.fromkeys(str(e.model.get("backend") or "?") for e in entries))
-    colors = _colors(plt, [e.label for e in entries])
-    panels = [(SPEED_FIGURE, "decode tokens/s (batch 1) →", True), (MEMORY_FIGURE, "← peak memory (MiB)", False)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), squeeze=False)
-    for ax, (key, xlabel, x_higher) in zip(axes.flat, panels):
-        shown = [e for e in entries if e.label in quality and isinstance(e.efficiency.get(key), (int, float))]
-        xy = [(float(e.efficiency[key]), quality[e.label][0]) for e in shown]
-        front = set(pareto_front(xy, x_higher, y_higher))
-        for i, (e, (x, y)) in enumerate(zip(shown, xy)):
-            _, lo, hi = quality[e.label]
-            err = _errors(y, lo, hi)
-            marker = MARKERS[backends.index(str(e.model.get("backend") or "?")) % len(MARKERS)]
-            ax.errorbar([x], [y], yerr=[[err[0]], [err[1]]], fmt=marker, color=colors[e.label], capsize=3,
-                        markersize=8 if i in front else 6, markerfacecolor=colors[e.label] if i in front else "white",
-                        label=e.label)
-            ax.annotate(e.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        if len(front) > 1:
-            line = sorted(xy[i] for i in front)
-            ax.plot([p[0] for p in line], [p[1] for p in line], linestyle="--", color="0.5", linewidth=1, zorder=0)
-        if xy:
-            from matplotlib.ticker import FuncFormatter
-
-            xs = [x for x, _ in xy]
-            ax.set_xscale("log")
-            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title("quality against speed" if key == SPEED_FIGURE else "quality against memory", fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("Quality against cost, one point per model and backend; Pareto front: filled points on the "
-                 "dashed line", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    quality, ylabel, y_higher = quality_points(entries, cols)
+    shown = [e for e in entries if e.label in quality and isinstance(e.efficiency.get(SPEED_FIGURE), (int, float))]
+    xy = [(float(e.efficiency[SPEED_FIGURE]), quality[e.label][0]) for e in shown]
+    front = set(pareto_front(xy, True, y_higher))
+    fig, ax = plt.subplots(figsize=(NARROW, 2.6), layout="constrained")
+    for i, (e, (x, y)) in enumerate(zip(shown, xy)):
+        _, lo, hi = quality[e.label]
+        err = _errors(y, lo, hi)
+        ax.errorbar([x], [y], yerr=[[err[0]], [err[1]]], fmt="o", color="C0" if i in front else "0.45", capsize=2,
+                    markersize=5, markerfacecolor="C0" if i in front else "white", zorder=3)
+    if len(front) > 1:
+        line = sorted(xy[i] for i in front)
+        ax.plot([p[0] for p in line], [p[1] for p in line], linestyle="--", color="C0", linewidth=0.8, zorder=2)
+    xs, ys = [x for x, _ in xy], [y for _, y in xy]
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.8, max(xs) * 1.8)
+    span = (max(ys) - min(ys)) or abs(max(ys)) or 1.0
+    ax.set_ylim(min(ys) - 0.35 * span, max(ys) + 0.35 * span)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+    ax.set_xlabel("decode tokens/s, batch 1 (log scale) →")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.25, linewidth=0.5)
+    ax.set_title("Quality against speed; filled: Pareto front", loc="left")
+    place_labels(ax, xy, [e.label for e in shown], fontsize=6.5)
     return fig
 
 
 def _params_axis(ax, sizes: Sequence[int]) -> None:
-    """Log-scaled parameter axis, at least a decade wide, ticks labelled 100M, 1B, ..."""
+    """Log-scaled parameter axis, at least a decade wide, ticks labelled 100M, 200M, 500M, 1B, ..."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    from harness.report.collect import format_params
 
     lo, hi = min(sizes), max(sizes)
     ax.set_xscale("log")
@@ -210,40 +262,42 @@ def _params_axis(ax, sizes: Sequence[int]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _colors(plt, labels: Sequence[str]) -> dict[str, object]:
-    cycle = plt.get_cmap("tab10")
-    return {label: cycle(i % 10) for i, label in enumerate(labels)}
-
-
-def _legend(fig, axes) -> None:
-    handles: dict[str, object] = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    if handles:
-        fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=7, frameon=False)
+def choose_kinds(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> list[str]:
+    """The figures that fit these results: size when there are two parameter counts or more, bars
+    when there are quality results, efficiency when benchmark results stand beside them."""
+    groups = _scored(group_by_weights(entries))
+    kinds = []
+    if len({g.entry.n_params for g in groups if g.entry.n_params}) >= 2:
+        kinds.append("size")
+    if groups:
+        kinds.append("bars")
+    if groups and efficiency_plottable(entries, cols):
+        kinds.append("efficiency")
+    return kinds
 
 
 def save_plots(entries: Sequence[ModelEntry], cols: Sequence[Column], out_dir: str | Path,
-               kinds: Sequence[str] = KINDS, formats: Sequence[str] = ("png", "svg"), prefix: str = "") -> list[Path]:
-    """Write each plot kind in each format to out_dir/<prefix><kind>.<format>; returns the paths."""
+               kinds: Sequence[str] | None = None, formats: Sequence[str] = ("png", "svg"), prefix: str = "") -> list[Path]:
+    """Write each plot kind (default: `choose_kinds`) in each format to out_dir/<prefix><kind>.<format>."""
     plt = _pyplot()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    kinds = choose_kinds(entries, cols) if kinds is None else list(kinds)
     for kind in kinds:
         if kind not in KINDS:
             raise HarnessError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
-        if kind == "efficiency" and len(kinds) > 1 and not efficiency_plottable(entries, cols):
-            continue  # plotting everything: without benchmark results there is no efficiency plot
-        builders = {"size": size_figure, "bars": bars_figure, "efficiency": efficiency_figure}
+    for fmt in formats:
+        if fmt not in ("png", "svg"):
+            raise HarnessError(f"unknown image format {fmt!r}; choose png or svg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    builders = {"size": size_figure, "bars": bars_figure, "efficiency": efficiency_figure}
+    for kind in kinds:
         fig = builders[kind](entries, cols)
         for fmt in formats:
-            if fmt not in ("png", "svg"):
-                raise HarnessError(f"unknown image format {fmt!r}; choose png or svg")
             path = out_dir / f"{prefix}{kind}.{fmt}"
-            metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-            fig.savefig(path, dpi=150, metadata=metadata)
+            # no dates or versions in the file: the same inputs give the same bytes
+            metadata = {"Date": None, "Creator": None} if fmt == "svg" else {"Software": None}
+            fig.savefig(path, dpi=200, metadata=metadata)
             written.append(path)
         plt.close(fig)
     return written
