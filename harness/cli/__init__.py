@@ -16,7 +16,7 @@ from harness.cli.common import Parser
 from harness.errors import HarnessError
 
 # The subcommands in the order `harness --help` lists them: name -> module in this package.
-COMMANDS = ("run", "tasks", "models", "show", "score", "report", "leaderboard", "compare", "plot", "bench", "serve")
+COMMANDS = ("run", "tasks", "models", "show", "score", "report", "leaderboard", "compare", "plot", "view", "bench", "serve")
 
 
 def command_module(name: str):

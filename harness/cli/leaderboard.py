@@ -9,7 +9,7 @@ from harness.cli.report import add_common, emit, output_format
 from harness.report.collect import columns, load_entries
 from harness.report.leaderboard import FORMATS, RANK_ON, efficiency_columns, render_leaderboard
 
-HELP = "rank models by mean win rate and normalized score"
+HELP = "rank models by mean win rate on each task's primary metric"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

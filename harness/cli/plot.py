@@ -7,7 +7,7 @@ import argparse
 from harness.report.collect import columns, load_entries
 from harness.report.plots import KINDS, save_plots
 
-HELP = "plots: score against parameter count, grouped bars per task"
+HELP = "figures: score against parameter count, bars per task, quality against speed"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
