@@ -24,5 +24,7 @@ inputs=("$out"/runs/*.json)
 $h leaderboard "${inputs[@]}" -o "$out/leaderboard.md"
 $h leaderboard "${inputs[@]}" -o "$out/leaderboard.html" --title "harness: reference results"
 $h report "$out"/runs/*.json --transpose -o "$out/report.md"
+rm -rf "$out/plots" "$out/samples"
 $h plot "${inputs[@]}" -o "$out/plots"
-echo "results: $out/leaderboard.md, $out/leaderboard.html, $out/report.md, $out/plots/"
+$h view "$out"/runs/*.json -o "$out/samples" --title "harness: reference samples"
+echo "results: $out/leaderboard.md, $out/leaderboard.html, $out/report.md, $out/plots/, $out/samples/index.html"

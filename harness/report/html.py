@@ -25,7 +25,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:1500px;padding:0 1rem;color:#1d1d1f}
 h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:2rem}.meta{color:#666;margin:.2rem 0}
 table{border-collapse:separate;border-spacing:0;margin:.6rem 0}th,td{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top;background:#fff}
-th{background:#f5f5f7;position:sticky;top:0;z-index:2;max-width:7.5rem;white-space:pre-line;vertical-align:bottom}
+th{background:#f5f5f7;position:sticky;top:0;z-index:2;max-width:9rem;white-space:pre-line;vertical-align:bottom}
 .ci.variants{font-size:.75em}table.compact td,table.compact th{padding:.3rem .4rem}table.compact td{white-space:nowrap}td.text,th.text{text-align:left}
 table.sticky-first td:first-child,table.sticky-first th:first-child{position:sticky;left:0;z-index:1;border-right:1px solid #ddd}
 table.sticky-first th:first-child{z-index:3}

@@ -63,7 +63,7 @@ def render_html(ranking: Ranking, entries: Sequence[ModelEntry], cols: Sequence[
                     f"{_unranked_list(ranking)}</details>")
     tasks = list(dict.fromkeys(c.task for c in cols))
     sections.append(H.samples_section(entries, tasks, max_samples=max_samples, link_base=link_base))
-    return H.page(title, sections, subtitle="from " + ", ".join(sorted({str(e.source) for e in entries})))
+    return H.page(title, sections, subtitle="from " + ", ".join(sorted({e.source.name for e in entries})))
 
 
 def _short_method(ranking: Ranking) -> str:
