@@ -119,6 +119,7 @@ def test_two_runs_most_changed_first_with_a_word_diff_and_escaped_output(browser
     choose(browser, "#run-b", set_id(browser, "(cand)", "translate_toy"))
     assert browser.evaluate("document.getElementById('sort').value") == "change"
     choose(browser, "#metric", "rougeL")
+    assert browser.wait_for("document.getElementById('status').textContent.endsWith('paired by document id')")
     changes = [abs(float(v)) if v != "—" else 0.0 for v in column(browser, 3)]
     assert changes == sorted(changes, reverse=True) and changes[0] > 0
     base = {r["doc_id"]: r["scores"]["rougeL"] for r in records(site[1], "base", "translate_toy")}

@@ -99,11 +99,14 @@ VIEWER_JS = r"""
     return a.map(function (r) { var n = (seen[r.doc] = (seen[r.doc] || 0) + 1); return {a: r, b: byDoc[r.doc + "#" + n] || null}; });
   }
   function score(r, metric) { return r && Object.prototype.hasOwnProperty.call(r.scores, metric) ? r.scores[metric] : null; }
+  var generation = 0;
   function refresh() {
-    var c = current(), metric = $("metric").value;
+    var c = current(), metric = $("metric").value, mine = ++generation;
     $("summary").textContent = sets.length + " sample sets · " + tasks().length + " tasks · from the results files' per-sample records";
     load(c.a.id, function (rowsA) {
       var go = function (rowsB) {
+        if (mine !== generation) { return; }  /* a later change is being shown instead */
+        metric = $("metric").value;
         var q = $("search").value.trim().toLowerCase();
         var lo = $("min").value === "" ? null : parseFloat($("min").value);
         var hi = $("max").value === "" ? null : parseFloat($("max").value);
@@ -137,6 +140,7 @@ VIEWER_JS = r"""
         state.pages = Math.max(1, Math.ceil(rows.length / PAGE));
         state.page = Math.min(state.page, state.pages - 1);
         render(c, metric);
+        document.body.dataset.shown = String(mine);
       };
       if (c.b) { load(c.b.id, go); } else { go(null); }
     });
