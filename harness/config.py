@@ -55,6 +55,7 @@ class TaskConfig:
     chat_template: str = "auto"
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     metric_list: list[MetricEntry] = field(default_factory=list)
+    primary_metric: str | None = None  # what leaderboards rank this task by (default: by output type)
     perplexity_text: str | None = None  # whose words/bytes normalize perplexities (default: the scored text)
     rolling_max_length: int | None = None
     rolling_stride: int | None = None
@@ -159,7 +160,8 @@ def _check_type(where: str, key: str, value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise HarnessError(f"{where}: key {key!r} must be a non-negative integer, not {value!r}")
         return value
-    if key in ("test_split", "validation_split", "train_split", "fewshot_split", "dataset_name", "perplexity_text"):
+    if key in ("test_split", "validation_split", "train_split", "fewshot_split", "dataset_name", "perplexity_text",
+               "primary_metric"):
         if value is not None and not isinstance(value, str):
             raise HarnessError(f"{where}: key {key!r} must be a string")
         return value
@@ -201,6 +203,9 @@ def _check_values(where: str, config: TaskConfig) -> None:
         config.generation_kwargs["until"] = [until]
     if not config.metric_list:
         config.metric_list = [MetricEntry(m) for m in DEFAULT_METRICS[config.output_type]]
+    names = [entry.metric for entry in config.metric_list]
+    if config.primary_metric is not None and config.primary_metric not in names:
+        raise HarnessError(f"{where}: primary_metric {config.primary_metric!r} is not in metric_list ({', '.join(names)})")
     for entry in config.metric_list:
         try:
             cls = metric_class(entry.metric)

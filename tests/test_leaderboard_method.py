@@ -55,6 +55,23 @@ def test_task_file_primary_metric_wins_over_the_default(tmp_path):
     assert primary_metric(listed, "gen_sum") == "rougeL"  # the first metric the task file lists
     absent = load_entries([crafted(tmp_path, {"hf:a": scores}, {"gen_sum": {"primary_metric": "bleu"}}, name="absent")])
     assert primary_metric(absent, "gen_sum") == "rouge1"  # declared but not reported: the default rule
+    recorded = crafted(tmp_path, {"hf:a": scores}, name="recorded")
+    data = json.loads(recorded.read_text())
+    data["evaluations"][0]["tasks"]["gen_sum"]["primary_metric"] = "rougeL"  # the runner's record of the default
+    recorded.write_text(json.dumps(data))
+    assert primary_metric(load_entries([recorded]), "gen_sum") == "rougeL"
+
+
+def test_task_file_key_primary_metric_is_checked():
+    from harness.config import parse_task_config
+    from harness.errors import HarnessError
+
+    raw = {"task": "t", "dataset_path": "json", "output_type": "generate_until",
+           "metric_list": [{"metric": "rouge1"}, {"metric": "rougeL"}], "primary_metric": "rougeL"}
+    config = parse_task_config(raw, "t.yaml")
+    assert config.primary_metric == "rougeL" and config.to_dict()["primary_metric"] == "rougeL"
+    with pytest.raises(HarnessError, match="t.yaml: primary_metric 'bleu' is not in metric_list"):
+        parse_task_config({**raw, "primary_metric": "bleu"}, "t.yaml")
 
 
 def test_differences_inside_the_cis_and_within_noise_are_ties(tmp_path):

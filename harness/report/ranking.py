@@ -59,13 +59,15 @@ def task_config(entries: Sequence[ModelEntry], task: str) -> dict[str, Any]:
 
 
 def primary_metric(entries: Sequence[ModelEntry], task: str) -> str | None:
-    """The task's primary metric: the task file's `primary_metric` when the results record it and
-    report it, else the default for its output type."""
+    """The task's primary metric, the first of these that the results report: the task file's
+    `primary_metric` (recorded in the task config), the one the runner recorded beside the task's
+    metrics (its output type's default), else `default_primary_metric`."""
     config = task_config(entries, task)
     reported = list(dict.fromkeys(m for e in entries for m in e.tasks.get(task, {}).get("metrics", {})))
-    declared = config.get("primary_metric")
-    if isinstance(declared, str) and declared in reported:
-        return declared
+    recorded = next((e.tasks[task].get("primary_metric") for e in entries if task in e.tasks), None)
+    for declared in (config.get("primary_metric"), recorded):
+        if isinstance(declared, str) and declared in reported:
+            return declared
     listed = [m.get("metric") for m in config.get("metric_list") or [] if isinstance(m, dict)]
     ordered = [m for m in listed if m in reported] + [m for m in reported if m not in listed]
     return default_primary_metric(config.get("output_type"), ordered)
