@@ -166,3 +166,22 @@ def test_two_backends_of_one_model_are_one_row(tmp_path):
     path.write_text(json.dumps(disagree))
     entries = load_entries([path])
     assert len(leaderboard_rows(entries, columns(entries))) == 4  # numbers that disagree are not merged
+
+
+def test_cli_rank_on_all_and_weights_from_another_machine(tmp_path, capsys):
+    from harness.cli import main
+
+    scores = {"mc_x": {"acc": (0.43, 0.33, 0.52), "acc_norm": (0.45, 0.35, 0.55)}}
+    here = crafted(tmp_path, {"hf:m": {"model": {"source": "/home/a/models/m.gguf"}, **scores}}, name="here")
+    there = crafted(tmp_path, {"scratch:m": {"model": {"source": "/srv/cache/m.gguf"}, **scores}}, name="there")
+    other = crafted(tmp_path, {"hf:o": {"model": {"source": "/srv/o.gguf"},
+                                        "mc_x": {"acc": (0.60, 0.50, 0.70), "acc_norm": (0.30, 0.20, 0.40)}}},
+                    name="other")
+    assert main(["leaderboard", str(here), str(there), str(other), "--format", "json", "--rank-on", "all"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["variants"], r["of"]) for r in rows] == [("hf:o", "hf:o", 2), ("hf:m", "hf:m scratch:m", 2)] \
+        or [(r["model"], r["variants"], r["of"]) for r in rows] == [("hf:m", "hf:m scratch:m", 2), ("hf:o", "hf:o", 2)]
+    assert [r["rank"] for r in rows] == ["1=", "1="]  # one win each: acc for o, acc_norm for m
+    assert main(["leaderboard", str(here), str(there), str(other), "--format", "json"]) == 0
+    primary = json.loads(capsys.readouterr().out)
+    assert primary[0]["model"] == "hf:o" and primary[0]["of"] == 1 and primary[0]["rank"] == "1"

@@ -85,12 +85,14 @@ def primary_columns(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> li
 
 def weights_key(model: dict[str, Any]) -> str:
     """What identifies a model's weights across backends: a recorded weights identity when the
-    results have one, else the weights file (or name) and dtype."""
+    results have one, else the weights file's name (not its folder: results from two machines
+    merge too) and dtype. Entries merge only when their numbers agree as well (`agree`), so two
+    different models that happen to share a file name never do."""
     for key in ("weights", "weights_fingerprint", "weights_sha256"):
         if model.get(key):
             return f"{key}:{model[key]}"
-    source = model.get("source") or model.get("name") or model.get("spec") or "?"
-    return f"{source}|{model.get('dtype') or '?'}"
+    source = str(model.get("source") or model.get("name") or model.get("spec") or "?")
+    return f"{source.replace(chr(92), '/').rstrip('/').rsplit('/', 1)[-1]}|{model.get('dtype') or '?'}"
 
 
 def tokenizer_key(model: dict[str, Any]) -> str:
