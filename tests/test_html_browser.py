@@ -190,15 +190,15 @@ def test_first_screen_is_compact_and_details_open_on_click(browser, page):
     browser.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
     browser.open(page.as_uri())
     heads = browser.evaluate("Array.from(document.querySelectorAll('#leaderboard thead th')).map(t => t.textContent)")
-    assert heads == ["model", "rank", "params", "mean\nwin rate", "mean\nnormalized", "mc_colors\nacc ↑",
+    assert heads == ["model", "rank", "params", "mean\nwin rate", "mc_colors\nacc ↑",
                      "translate_toy\nbleu ↑", "lm_toy\nbits_per_byte ↓"]  # one primary score per task
     assert browser.evaluate("document.querySelector('#leaderboard').getBoundingClientRect().right") <= 1280
-    assert browser.evaluate("document.querySelector('#leaderboard tbody td:nth-child(6) .ci').textContent").count("–") == 1
+    assert browser.evaluate("document.querySelector('#leaderboard tbody td:nth-child(5) .ci').textContent").count("–") == 1
     assert not browser.evaluate("document.querySelector('#details').checkVisibility()")
     browser.click("#all-metrics > summary")
     assert browser.wait_for("document.querySelector('#details').checkVisibility()")
     titles = browser.evaluate("Array.from(document.querySelectorAll('#details thead th')).map(t => t.textContent)")
-    assert "lm_toy / word_perplexity ↓" in titles and len(titles) == 4 + 8  # every metric in the details
+    assert "lm_toy / word_perplexity ↓" in titles and len(titles) == 6 + 8  # every metric in the details
     for table in ("leaderboard", "details"):  # the header row and the model column stay in view
         assert browser.evaluate(f"getComputedStyle(document.querySelector('#{table} thead th')).position") == "sticky"
         assert browser.evaluate(f"getComputedStyle(document.querySelector('#{table} tbody td')).position") == "sticky"

@@ -1,5 +1,6 @@
-"""The HTML leaderboard: a compact first screen (model, rank, size, win rate, each task's primary
-score with its CI), every metric, the efficiency figures and the per-sample outputs a click away.
+"""The HTML leaderboard: a compact first screen (model, rank, size, mean win rate, each task's
+primary score with its CI); the normalized score, every metric, the efficiency figures and the
+per-sample outputs a click away.
 
 Self-contained: no CDN, no server; sortable headers; the header row and the model column stay in
 view while scrolling. Every text from a results file is escaped (html.py).
@@ -41,7 +42,7 @@ def render_html(ranking: Ranking, entries: Sequence[ModelEntry], cols: Sequence[
     ranked = set(ranking.ranked)
     best = {c: best_labels(reps, c) if c in ranked else set() for c in cols}
     head = [H.HtmlColumn("model", False, "ascending"), H.HtmlColumn("rank", first="ascending"),
-            H.HtmlColumn("params"), H.HtmlColumn("mean\nwin rate"), H.HtmlColumn("mean\nnormalized")]
+            H.HtmlColumn("params"), H.HtmlColumn("mean\nwin rate")]
     head += [H.HtmlColumn(f"{c.task}\n{c.metric} {c.arrow}", first=_first(c), classes="" if c in ranked else "unranked",
                           note="" if c in ranked else _reason(ranking, c)) for c in ranking.headline]
     body = []
@@ -50,8 +51,7 @@ def render_html(ranking: Ranking, entries: Sequence[ModelEntry], cols: Sequence[
         others = [v.label for v in r.group.variants[1:] if v.tasks]
         row = [H.HtmlCell(e.label, e.label, "also " + ", ".join(others) if others else "", text_align=True),
                H.HtmlCell(r.rank, r.rank.rstrip("=")), H.HtmlCell(format_params(e.n_params), _num(e.n_params)),
-               H.HtmlCell(rate(r.mean_win_rate), _num(r.mean_win_rate)),
-               H.HtmlCell(rate(r.mean_normalized), _num(r.mean_normalized))]
+               H.HtmlCell(rate(r.mean_win_rate), _num(r.mean_win_rate))]
         row += [_score_cell(e, c, e.label in best[c]) for c in ranking.headline]
         body.append(row)
     sections = [f'<p class="note">{H.esc(_short_method(ranking))} <a href="#method">Method</a>. '
@@ -88,6 +88,7 @@ def _details(ranking: Ranking, cols: Sequence[Column], eff: list[EfficiencyColum
     variants = [(r, v) for r in ranking.rows for v in r.group.variants]
     best_eff = [best_efficiency([v for _, v in variants], c) for c in eff]
     head = [H.HtmlColumn("model", False, "ascending"), H.HtmlColumn("rank", first="ascending"),
+            H.HtmlColumn("mean win rate"), H.HtmlColumn("mean normalized"),
             H.HtmlColumn("backend", False, "ascending"), H.HtmlColumn("dtype", False, "ascending")]
     head += [H.HtmlColumn(c.title, first=_first(c)) for c in eff]
     head += [H.HtmlColumn(c.title, first=_first(c), classes="" if c in ranked else "unranked",
@@ -96,6 +97,8 @@ def _details(ranking: Ranking, cols: Sequence[Column], eff: list[EfficiencyColum
     for r, v in variants:
         m = v.model
         row = [H.HtmlCell(v.label, v.label, text_align=True), H.HtmlCell(r.rank, r.rank.rstrip("=")),
+               H.HtmlCell(rate(r.mean_win_rate), _num(r.mean_win_rate)),
+               H.HtmlCell(rate(r.mean_normalized), _num(r.mean_normalized)),
                H.HtmlCell(m.get("backend") or "—", m.get("backend") or "", text_align=True),
                H.HtmlCell(m.get("dtype") or "—", m.get("dtype") or "", text_align=True)]
         for c, b in zip(eff, best_eff):
