@@ -3,6 +3,7 @@ chunk as soon as it is done (so an interrupted run resumes where it stopped)."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Sequence
@@ -108,7 +109,12 @@ def execute(
                 mine = group.shard(keys) if group is not None else keys
                 reqs = [unique[k][1] for k in mine]
                 started = time.perf_counter()
-                results = _call(model, kind, reqs, rolling) if reqs else []
+                # Backends that answer one request at a time (servers) hand over each answer as it
+                # arrives; it is cached at once, so a server dying mid-chunk loses none of them.
+                on_answer = None
+                if cache and group is None:
+                    on_answer = lambda i, r, mine=mine: cache.put_many(fingerprint, {mine[i]: _jsonable(r)})  # noqa: E731
+                results = _call(model, kind, reqs, rolling, on_answer) if reqs else []
                 if tokens is not None and reqs:
                     tokens += _count(counter, kind, reqs, results)
                 fresh = {k: _jsonable(r) for k, r in zip(mine, results)}
@@ -127,14 +133,18 @@ def execute(
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
 
 
-def _call(model: LanguageModel, kind: str, reqs: list[Any], rolling: dict[str, Any]) -> list[Any]:
-    if kind == "loglikelihood":
-        return model.loglikelihood(reqs)
+def _call(model: LanguageModel, kind: str, reqs: list[Any], rolling: dict[str, Any], on_answer=None) -> list[Any]:  # noqa: ANN001
+    methods = {"loglikelihood": model.loglikelihood, "loglikelihood_rolling": model.loglikelihood_rolling,
+               "generate_until": model.generate}
+    if kind not in methods:
+        raise ValueError(f"unknown request kind {kind}")
+    method = methods[kind]
+    extra: dict[str, Any] = {}
     if kind == "loglikelihood_rolling":
-        return model.loglikelihood_rolling(reqs, max_length=rolling.get("max_length"), stride=rolling.get("stride"))
-    if kind == "generate_until":
-        return model.generate(reqs)
-    raise ValueError(f"unknown request kind {kind}")
+        extra = {"max_length": rolling.get("max_length"), "stride": rolling.get("stride")}
+    if on_answer is not None and "on_answer" in inspect.signature(method).parameters:
+        extra["on_answer"] = on_answer
+    return method(reqs, **extra)
 
 
 def _count(counter, kind: str, reqs: list[Any], results: list[Any]) -> int:  # noqa: ANN001

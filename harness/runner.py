@@ -120,6 +120,7 @@ def evaluate(
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
             entry["groups"] = group_aggregates(entry["tasks"], groups)
+            entry["model"].update(model.info.to_dict())  # counters kept while running (api: retries)
             model.close()
     finally:
         if cache:

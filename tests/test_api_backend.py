@@ -190,7 +190,7 @@ class Fake:
                     fake.inflight += 1
                     fake.max_inflight = max(fake.max_inflight, fake.inflight)
                 try:
-                    status, answer = fake.respond(fake, self.path, body) or (404, {"error": "no route"})
+                    status, answer, *headers = fake.respond(fake, self.path, body) or (404, {"error": "no route"})
                 finally:
                     with fake.lock:
                         fake.inflight -= 1
@@ -199,6 +199,8 @@ class Fake:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in (headers[0] if headers else {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
@@ -268,7 +270,8 @@ def test_backoff_doubles_up_to_the_cap_and_honours_retry_after():
     policy = RetryPolicy(retries=6, backoff=0.5, backoff_max=4.0)
     assert [policy.delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert policy.delay(0, retry_after=3.0) == 3.0
-    assert policy.delay(0, retry_after=100.0) == 4.0
+    assert policy.delay(0, retry_after=100.0) == 100.0  # the server knows when it can answer again
+    assert policy.delay(3, retry_after=0.2) == 0.2
 
 
 def test_gives_up_with_a_clear_error_after_the_retries(fake_factory):
@@ -359,13 +362,21 @@ def test_api_key_is_sent_but_never_recorded(fake_factory, monkeypatch, caplog):
     assert fake.calls[-1][2] == "Bearer other-key"
 
 
-def test_fingerprint_ignores_the_url_and_transport_settings(fake_factory):
+def test_fingerprint_is_the_server_and_its_model_not_the_transport(fake_factory):
     respond = lambda f, p, b: (200, MODELS) if p == "/v1/models" else None  # noqa: E731
     a, b = fake_factory(respond), fake_factory(respond)
     one = APILanguageModel(a.url + "?concurrency=2&timeout=10")
-    two = APILanguageModel(b.url + "#fake-model")
-    assert one.fingerprint == two.fingerprint and one.model_id == "fake-model"
+    assert APILanguageModel(a.url + "#fake-model").fingerprint == one.fingerprint and one.model_id == "fake-model"
+    # Two servers both calling their model "fake-model" are two models: they never share answers.
+    assert APILanguageModel(b.url + "#fake-model").fingerprint != one.fingerprint
     assert APILanguageModel(a.url + "?max_length=128").fingerprint != one.fingerprint
+
+
+def test_fingerprint_follows_the_served_model_behind_one_url(fake_factory):
+    cards = iter([MODELS, {"object": "list", "data": [{**MODELS["data"][0], "root": "/models/other"}]}])
+    fake = fake_factory(lambda f, p, b: (200, next(cards)) if p == "/v1/models" else None)
+    first, second = APILanguageModel(fake.url), APILanguageModel(fake.url)
+    assert first.model_id == second.model_id and first.fingerprint != second.fingerprint
 
 
 def test_spec_syntax():

@@ -10,6 +10,15 @@ the context's token length), so the figures equal the in-process backends'. With
 goes as is and a token belongs to the continuation when it ends after the context (`text_offset`).
 Each prompt is at most the server's context length minus 2 tokens: echo scores the last target as
 part of the prompt, and the server must generate one token besides.
+
+Answers are handed to `on_answer(index, result)` as each arrives, so the executor caches every
+answer the server gave even when the server dies in the middle of a chunk.
+
+The fingerprint (the response cache's key) is the base URL, the served model's identity (its
+card in /v1/models, which for `harness serve` carries the model's own fingerprint, and the
+tokenizer the server publishes), every setting that changes an answer, and this backend's code
+and client libraries; transport settings (concurrency, timeouts, retries) do not change answers
+and are left out.
 """
 
 from __future__ import annotations
@@ -17,14 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.models.api_spec import DEFAULTS, api_key, parse_spec, render_chat_template
-from harness.models.base import cut_at_stop
+from harness.models.base import cut_at_stop, rolling_windows
 from harness.models.http import HTTPStatusError, JSONClient, RetryPolicy, ServerUnavailable
-from harness.models.tokenized import TokenizedLM, TokenPair
+from harness.models.tokenized import TokenizedLM, TokenPair, batched
 from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo, RollingResponse
 
 log = logging.getLogger(__name__)
@@ -33,6 +43,9 @@ CHAT_BY_SERVER = "(applied by the server)"  # chat_template when the server rend
 CHAT_MARK = "\x1eharness-chat:"  # a prompt that is chat messages (JSON) for /v1/chat/completions
 DEFAULT_MAX_LENGTH = 2048
 PROBE_TEXT = "The capital of France is Paris."
+OnAnswer = Callable[[int, Any], None]
+# Fields of a /v1/models card that change from one start of the same server to the next.
+VOLATILE_CARD_FIELDS = frozenset({"created", "permission", "permissions"})
 
 
 # -- the backend ---------------------------------------------------------------------------------
@@ -52,7 +65,7 @@ class APILanguageModel(TokenizedLM):
         key = api_key(opts["api_key_env"])
         self.client = JSONClient(
             headers={"Authorization": f"Bearer {key}"} if key else {}, concurrency=opts["concurrency"],
-            timeout=opts["timeout"], policy=RetryPolicy(opts["retries"], opts["backoff"], opts["backoff_max"]),
+            timeout=opts["timeout"], policy=RetryPolicy(opts["retries"], opts["backoff"], opts["backoff_max"], opts["retry_budget"]),
         )
         self.root = self.base_url.removesuffix("/v1")
         cards = self._get(f"{self.base_url}/models", "list the served models").get("data") or []
@@ -72,15 +85,21 @@ class APILanguageModel(TokenizedLM):
         self.chat_mode, self._template = self._choose_chat(opts["chat"])
         self._logprobs_checked = False
         self._prefix_token_id: int | None = None
-        blob = json.dumps({
-            "backend": "api", "model": self.model_id, "server": self.card.get("harness_fingerprint"),
-            "tokenizer": self.tokenizer_mode, "chat": self.chat_mode,
-            "template": hashlib.sha256((self._template or "").encode()).hexdigest(),
-            "max_length": self._server_max_length, "prefix": opts["prefix_token_id"],
-        }, sort_keys=True)
-        self._fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        self._fingerprint = self._compute_fingerprint()
 
     # -- setup ----------------------------------------------------------------------------------
+
+    def _compute_fingerprint(self) -> str:
+        card = {k: v for k, v in self.card.items() if k not in VOLATILE_CARD_FIELDS}
+        served_tokenizer = {k: v for k, v in self.tokenizer_info.items() if k != "chat_template"}
+        blob = json.dumps({
+            "backend": "api", "url": self.base_url, "model": self.model_id, "card": card,
+            "served_tokenizer": served_tokenizer, "tokenizer": self.tokenizer_mode, "chat": self.chat_mode,
+            "template": hashlib.sha256((self._template or "").encode()).hexdigest(),
+            "max_length": self._server_max_length, "prefix": self.options["prefix_token_id"],
+            "code": _code_version(), "libraries": _library_versions(self._local_tokenizer is not None),
+        }, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def _get(self, url: str, what: str) -> dict[str, Any]:
         try:
@@ -215,21 +234,24 @@ class APILanguageModel(TokenizedLM):
 
     # -- the contract ---------------------------------------------------------------------------
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LoglikelihoodResponse]:
+    def loglikelihood(self, requests: Sequence[tuple[str, str]],
+                      on_answer: OnAnswer | None = None) -> list[LoglikelihoodResponse]:
         if any(c.startswith(CHAT_MARK) for c, _ in requests):
             raise HarnessError(f"{self.spec}: chat=server applies the chat template on the server, which "
                                "only generation can use; set `chat_template: never` in this task or chat=none")
         self._check_prompt_logprobs()
         if self.tokenizer_mode == "none":
-            return self._loglikelihood_by_offsets(requests)
+            return self._loglikelihood_by_offsets(requests, on_answer)
         try:
             self._prefetch([k for c, x in requests for k in self._pair_keys(c, x)])
-            return super().loglikelihood(requests)
+            pairs = [self.encode_pair(c, x) for c, x in requests]
+            return self._score_pairs(pairs, list(range(len(pairs))), on_answer)
         finally:
             self._memo.clear()
 
     def loglikelihood_rolling(
-        self, texts: Sequence[str], *, max_length: int | None = None, stride: int | None = None
+        self, texts: Sequence[str], *, max_length: int | None = None, stride: int | None = None,
+        on_answer: OnAnswer | None = None,
     ) -> list[RollingResponse]:
         if self.tokenizer_mode == "none":
             raise HarnessError(f"{self.spec}: rolling loglikelihood cuts texts into token windows, which "
@@ -237,24 +259,63 @@ class APILanguageModel(TokenizedLM):
         self._check_prompt_logprobs()
         try:
             self._prefetch([(t, False) for t in texts])
-            return super().loglikelihood_rolling(texts, max_length=max_length, stride=stride)
+            window = min(max_length or self.max_length, self.max_length)
+            owners: list[int] = []
+            pairs: list[TokenPair] = []
+            counts = [len(self.tok_encode(t)) for t in texts]
+            for i, text in enumerate(texts):
+                for pair in rolling_windows(self.tok_encode(text), self.prefix_token_id, window, stride):
+                    owners.append(i)
+                    pairs.append(pair)
+            totals = [0.0] * len(texts)
+            left = [owners.count(i) for i in range(len(texts))]
+
+            def window_done(owner: int, result: LoglikelihoodResponse) -> None:
+                totals[owner] += result[0]
+                left[owner] -= 1
+                if left[owner] == 0 and on_answer is not None:
+                    on_answer(owner, (totals[owner], counts[owner]))
+
+            self._score_pairs(pairs, owners, window_done)
+            return [(totals[i], counts[i]) for i in range(len(texts))]
         finally:
             self._memo.clear()
 
-    def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+    def _score_pairs(self, pairs: Sequence[TokenPair], owners: Sequence[int],
+                     on_answer: OnAnswer | None) -> list[LoglikelihoodResponse]:
+        """score_pairs, telling on_answer(owners[i], result) as each pair's answer arrives."""
+        if on_answer is None:
+            return self.score_pairs(pairs)
+        # The clipping of score_pairs, one pair at a time, so that each answer maps to its request.
+        clipped = [_clip(p, self.max_length + 1) for p in pairs]
+        return batched(list(range(len(clipped))), lambda i: len(clipped[i][0]) + len(clipped[i][1]),
+                       self.batch_size, lambda idx: self._score_indexed(clipped, idx, owners, on_answer))
+
+    def _score_indexed(self, pairs: Sequence[TokenPair], idx: list[int], owners: Sequence[int],
+                       on_answer: OnAnswer) -> list[LoglikelihoodResponse]:
+        chosen = [pairs[i] for i in idx]
+        return self.score_token_batch(chosen, lambda j, result: on_answer(owners[idx[j]], result))
+
+    def score_token_batch(self, pairs: Sequence[TokenPair],
+                          on_answer: OnAnswer | None = None) -> list[LoglikelihoodResponse]:
         payloads = [self._echo_payload(ctx + cont) for ctx, cont in pairs]
-        results = []
-        for (ctx, cont), answer in zip(pairs, self.client.post_many(f"{self.base_url}/completions", payloads)):
+
+        def score(i: int, answer: Any) -> LoglikelihoodResponse:
+            ctx, cont = pairs[i]
             logprobs = _echo_logprobs(answer, self.spec)
             scored = logprobs["token_logprobs"][len(ctx) : len(ctx) + len(cont)]
             tops = (logprobs.get("top_logprobs") or [])[len(ctx) : len(ctx) + len(cont)]
             if len(scored) != len(cont) or any(lp is None for lp in scored):
                 raise HarnessError(f"{self.spec}: the server echoed {len(logprobs['token_logprobs'])} token "
                                    f"logprobs for a prompt of {len(ctx) + len(cont)} tokens")
-            results.append((float(sum(scored)), _all_greedy(scored, tops)))
-        return results
+            return float(sum(scored)), _all_greedy(scored, tops)
 
-    def _loglikelihood_by_offsets(self, requests: Sequence[tuple[str, str]]) -> list[LoglikelihoodResponse]:
+        tell = None if on_answer is None else (lambda i, answer: on_answer(i, score(i, answer)))
+        answers = self.client.post_many(f"{self.base_url}/completions", payloads, tell)
+        return [score(i, answer) for i, answer in enumerate(answers)]
+
+    def _loglikelihood_by_offsets(self, requests: Sequence[tuple[str, str]],
+                                  on_answer: OnAnswer | None = None) -> list[LoglikelihoodResponse]:
         """Text prompts; continuation tokens are those that end after the context (text_offset)."""
         splits = []
         for context, continuation in requests:
@@ -262,9 +323,9 @@ class APILanguageModel(TokenizedLM):
             if n_spaces:
                 context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
             splits.append((context, context + continuation))
-        answers = self.client.post_many(f"{self.base_url}/completions", [self._echo_payload(p) for _, p in splits])
-        results = []
-        for (context, prompt), answer in zip(splits, answers):
+
+        def score(i: int, answer: Any) -> LoglikelihoodResponse:
+            context, prompt = splits[i]
             logprobs = _echo_logprobs(answer, self.spec)
             text = (answer["choices"][0].get("text") or "")
             offsets = logprobs.get("text_offset")
@@ -279,8 +340,12 @@ class APILanguageModel(TokenizedLM):
                 raise HarnessError(f"{self.spec}: the server gave no logprob for the first token of a text with "
                                    "no context; give tokenizer=NAME so the harness can add the prefix token")
             tops = logprobs.get("top_logprobs") or []
-            results.append((float(sum(scored)), _all_greedy(scored, [tops[i] if i < len(tops) else None for i in picked])))
-        return results
+            return float(sum(scored)), _all_greedy(scored, [tops[i] if i < len(tops) else None for i in picked])
+
+        tell = None if on_answer is None else (lambda i, answer: on_answer(i, score(i, answer)))
+        answers = self.client.post_many(f"{self.base_url}/completions", [self._echo_payload(p) for _, p in splits],
+                                        tell)
+        return [score(i, answer) for i, answer in enumerate(answers)]
 
     def _echo_payload(self, prompt: str | list[int]) -> dict[str, Any]:
         return {"model": self.model_id, "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 1,
@@ -311,19 +376,27 @@ class APILanguageModel(TokenizedLM):
             raise HarnessError(refusal.format(why=" (the echo carries no per-token logprobs)"))
         self._logprobs_checked = True
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[str]:
+    def generate(self, requests: Sequence[GenerateRequest], on_answer: OnAnswer | None = None) -> list[str]:
         chat = [r.prompt.startswith(CHAT_MARK) for r in requests]
         out: list[str] = [""] * len(requests)
         for is_chat, path in ((False, "completions"), (True, "chat/completions")):
             idx = [i for i, c in enumerate(chat) if c == is_chat]
             payloads = [self._generate_payload(requests[i], is_chat) for i in idx]
-            for i, answer in zip(idx, self.client.post_many(f"{self.base_url}/{path}", payloads)):
+
+            def text_of(j: int, answer: Any, is_chat: bool = is_chat, idx: list[int] = idx) -> str:
                 try:
                     choice = answer["choices"][0]
                     text = choice["message"]["content"] if is_chat else choice["text"]
                 except (KeyError, IndexError, TypeError):
                     raise HarnessError(f"{self.spec}: the server's answer has no generated text") from None
-                out[i] = cut_at_stop(text or "", requests[i].until)
+                return cut_at_stop(text or "", requests[idx[j]].until)
+
+            def tell(j: int, answer: Any, idx: list[int] = idx, text_of: Callable = text_of) -> None:
+                if on_answer is not None:
+                    on_answer(idx[j], text_of(j, answer))
+
+            for j, answer in enumerate(self.client.post_many(f"{self.base_url}/{path}", payloads, tell)):
+                out[idx[j]] = text_of(j, answer)
         return out
 
     def _generate_payload(self, req: GenerateRequest, is_chat: bool) -> dict[str, Any]:
@@ -370,8 +443,45 @@ class APILanguageModel(TokenizedLM):
             dtype=self.card.get("dtype"), device="remote", max_length=self._server_max_length,
             source=self.base_url,
             extra={"tokenizer": self.tokenizer_mode, "chat": self.chat_mode, "concurrency": self.client.concurrency,
+                   "concurrency_now": int(self.client.limit), "retries": self.client.retries_made,
+                   "rate_limited": self.client.rate_limited, "retry_budget": self.options["retry_budget"],
                    "server_fingerprint": self.card.get("harness_fingerprint")},
         )
+
+
+def _clip(pair: TokenPair, limit: int) -> TokenPair:
+    """A pair cut to `limit` tokens from the left, as TokenizedLM.score_pairs cuts it."""
+    ctx, cont = pair
+    if len(ctx) + len(cont) <= limit:
+        return pair
+    keep = limit - len(cont)
+    if keep < 1:
+        whole = (list(ctx) + list(cont))[-limit:]
+        return whole[:1], whole[1:]
+    return ctx[-keep:], cont
+
+
+def _code_version() -> str:
+    """The harness version and a hash of the code that turns answers into results."""
+    from harness import __version__
+
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("api.py", "api_spec.py", "http.py", "tokenized.py", "base.py"):
+        digest.update((here / name).read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:16]}"
+
+
+def _library_versions(local_tokenizer: bool) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("jinja2", *(("transformers", "tokenizers") if local_tokenizer else ())):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
 
 
 def _echo_logprobs(answer: Any, spec: str) -> dict[str, Any]:

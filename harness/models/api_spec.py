@@ -6,9 +6,12 @@ Spec: `api:URL[?OPTION=VALUE&...][#MODEL]`
 - URL is the server's OpenAI base URL, as OpenAI clients take it: `http://127.0.0.1:8000/v1`.
 - MODEL is the model id the server knows; by default the first one its /v1/models lists.
 - OPTIONS (also keyword arguments of `load_model`):
-  `concurrency=8` requests in flight; `timeout=300` seconds per request; `retries=5` retries of a
-  request after a 429, a 5xx, a timeout or a connection error, `backoff=1` seconds before the first
-  one, doubling up to `backoff_max=60` (a longer Retry-After from the server wins);
+  `concurrency=8` requests in flight at most (fewer while the server answers 429: x0.8 per rate
+  limit, one more after as many successes in a row); `timeout=300` seconds per request;
+  `retries=5` retries of a request after a 429, a 5xx, a timeout or a connection error,
+  `backoff=1` seconds before the first one, doubling up to `backoff_max=60` (the server's
+  Retry-After wins when it gives one); `retry_budget=100` retries for the whole run, all requests
+  together (then the run stops, resumable; the count is in the results' model info);
   `tokenizer=auto|server|none|NAME` how prompts become tokens: the server's /tokenize (vLLM's
   protocol, also `harness serve`'s), text only (loglikelihood split by the echoed `text_offset`), or
   a local tokenizer (built-in model name, .gguf file, HF directory or hub id); `auto` is `server`
@@ -40,7 +43,7 @@ from harness.errors import HarnessError
 DEFAULTS: dict[str, Any] = {
     "concurrency": 8, "timeout": 300.0, "retries": 5, "backoff": 1.0, "backoff_max": 60.0,
     "tokenizer": "auto", "chat": "auto", "max_length": None, "prompt_logprobs": "auto",
-    "prefix_token_id": None, "api_key_env": None,
+    "prefix_token_id": None, "api_key_env": None, "retry_budget": 100,
 }
 KEY_ENVS = ("HARNESS_API_KEY", "OPENAI_API_KEY")
 
@@ -62,15 +65,15 @@ def parse_spec(name: str, overrides: dict[str, Any]) -> tuple[str, str | None, d
             raise HarnessError(f"api model spec: unknown option {key!r}{hint}; options: {', '.join(DEFAULTS)}")
     options = {**DEFAULTS, **given}
     try:
-        for key in ("concurrency", "retries", "max_length", "prefix_token_id"):
+        for key in ("concurrency", "retries", "max_length", "prefix_token_id", "retry_budget"):
             if options[key] is not None:
                 options[key] = int(options[key])
         for key in ("timeout", "backoff", "backoff_max"):
             options[key] = float(options[key])
     except ValueError as err:
         raise HarnessError(f"api model spec: {err}; numeric options take numbers") from None
-    if options["concurrency"] < 1 or options["retries"] < 0 or options["timeout"] <= 0:
-        raise HarnessError("api model spec: concurrency must be >= 1, retries >= 0 and timeout > 0")
+    if options["concurrency"] < 1 or options["retries"] < 0 or options["timeout"] <= 0 or options["retry_budget"] < 0:
+        raise HarnessError("api model spec: concurrency must be >= 1, retries and retry_budget >= 0 and timeout > 0")
     for key, allowed in (("chat", ("auto", "server", "none")), ("prompt_logprobs", ("auto", "no"))):
         if options[key] not in allowed:
             raise HarnessError(f"api model spec: {key}={options[key]} is not one of {', '.join(allowed)}")
