@@ -84,6 +84,36 @@ def _load_local(config: TaskConfig, builder: str, files: Any, split: str | None)
     return docs
 
 
+def read_delimited(path: Path, delimiter: str = ",") -> list[Doc]:
+    """Rows of a CSV/TSV file with a header line, as dicts. Strict: a row with more or fewer cells
+    than the header, or a quote that is never closed, is an error naming the line (a missing cell
+    would otherwise be scored as the text "None", and an open quote swallows the rest of the file)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        start = 1  # the line the row being read starts on (a quoted cell may span lines)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return []
+            if len(set(header)) != len(header) or any(not name.strip() for name in header):
+                raise HarnessError(f"{path}: line 1: the header needs distinct, non-empty column names; "
+                                   f"got {header}")
+            rows = []
+            start = reader.line_num + 1
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise HarnessError(
+                        f"{path}: line {start}: {len(row)} cell(s) where the header has {len(header)} "
+                        f"({', '.join(header)}); fix that row (quote cells that contain '{delimiter}')")
+                if row:
+                    rows.append(dict(zip(header, row)))
+                start = reader.line_num + 1
+        except csv.Error as err:
+            raise HarnessError(f"{path}: line {start}: {err} (a quote is not closed, or text follows a "
+                               "closing quote); fix the quoting of that row") from None
+    return rows
+
+
 def read_records(path: Path, builder: str = "json") -> list[Doc]:
     """Records of one local file; the format comes from the builder name or the file suffix."""
     suffix = path.suffix.lower()
@@ -96,8 +126,7 @@ def read_records(path: Path, builder: str = "json") -> list[Doc]:
             return pq.read_table(path).to_pylist()
         if suffix in (".csv", ".tsv") or builder in ("csv", "tsv"):
             delimiter = "\t" if suffix == ".tsv" or builder == "tsv" else ","
-            with open(path, encoding="utf-8", newline="") as f:
-                return list(csv.DictReader(f, delimiter=delimiter))
+            return read_delimited(path, delimiter)
         if suffix == ".txt" or builder in ("text", "txt"):
             lines = path.read_text(encoding="utf-8").splitlines()
             return [{"text": line} for line in lines if line.strip()]
