@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.execute import execute
 from harness.metrics.stats import summarize
 from harness.models import load_model
+from harness.redact import redact, redact_value
 from harness.registry import TaskRegistry
 from harness.results import SCHEMA_VERSION, environment, write_json, write_jsonl
 from harness.task import Task
@@ -93,7 +94,7 @@ def evaluate(
     out_dir = Path(options.output_dir) if options.output_dir and main else None
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": run_id,
-        "created": started.isoformat(timespec="seconds"), "command": options.command,
+        "created": started.isoformat(timespec="seconds"), "command": redact(options.command or "") or None,
         "options": {"limit": options.limit, "seed": options.seed, "batch_size": options.batch_size,
                     "dtype": options.dtype, "device": options.device, "n_boot": options.n_boot},
         "environment": None, "evaluations": [],
@@ -105,7 +106,7 @@ def evaluate(
             model = load_model(spec, dtype=options.dtype, device=distributed.rank_device(options.device),
                                batch_size=options.batch_size,
                                trust_remote_code=options.trust_remote_code, **options.model_options)
-            entry = {"model": {**model.info.to_dict(), "fingerprint": model.fingerprint}, "tasks": {}}
+            entry = {"model": redact_value({**model.info.to_dict(), "fingerprint": model.fingerprint}), "tasks": {}}
             results["evaluations"].append(entry)
             results["environment"] = environment()
             for task in selected:
@@ -120,7 +121,7 @@ def evaluate(
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
             entry["groups"] = group_aggregates(entry["tasks"], groups)
-            entry["model"].update(model.info.to_dict())  # counters kept while running (api: retries)
+            entry["model"].update(redact_value(model.info.to_dict()))  # counters kept while running (api: retries)
             model.close()
     finally:
         if cache:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from harness.cli.common import Parser
 from harness.errors import HarnessError
+from harness.redact import RedactingFilter, redact
 
 # The subcommands in the order `harness --help` lists them: name -> module in this package.
 COMMANDS = ("run", "tasks", "models", "show", "score", "report", "leaderboard", "compare", "plot", "view", "bench", "serve")
@@ -50,6 +51,8 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     if not args.verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -59,7 +62,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return command_module(command).run(args)
     except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished batches are cached; run the same command again to resume", file=sys.stderr)

@@ -18,6 +18,7 @@ import shlex
 import sys
 
 from harness.benchmark.measure import BenchSettings
+from harness.redact import redact_argv
 
 HELP = "measure speed and memory of models and backends"
 _DEFAULTS = BenchSettings()
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                              load_repetitions=args.load_repetitions, device=args.device, dtype=args.dtype,
                              threads=args.threads, timeout=args.timeout)
     results = benchmark(args.models, settings, output_dir=args.output, in_process=args.in_process,
-                        command=shlex.join(["harness", *sys.argv[1:]]))
+                        command=shlex.join(redact_argv(["harness", *sys.argv[1:]])))
     print(bench_table(results))
     if results.get("path"):
         print(f"\nresults: {results['path']}")

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from harness.cli.common import positive_or_auto
+from harness.redact import redact_argv
 
 HELP = "evaluate models on tasks and print a results table"
 DESCRIPTION = "Evaluate each --model on each task. With no arguments: the `core` suite on scratch:smollm2-135m."
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
         output_dir=args.output, use_cache=not args.no_cache, cache_dir=args.cache_dir,
         include_paths=args.include_path, data_dir=args.data_dir, trust_remote_code=args.trust_remote_code,
-        n_boot=args.bootstrap, command=shlex.join(["harness", *sys.argv[1:]]),
+        n_boot=args.bootstrap, command=shlex.join(redact_argv(["harness", *sys.argv[1:]])),
     )
     results = evaluate(args.models, args.tasks, options)
     print(results_table(results))
