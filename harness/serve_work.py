@@ -50,13 +50,37 @@ class Workers:
         self.deadline = deadline  # seconds a call may take, waiting included; None: no limit
         self._slots = threading.BoundedSemaphore(self.parallel)
         self._sampling = threading.Lock()
+        self._active: set[_Call] = set()
+        self._active_lock = threading.Lock()
+        self._stopping = False
 
     def call(self, fn: Callable[[], T], *, client_gone: Callable[[], bool] = lambda: False,
              sampled: bool = False) -> T:
         """fn() in a worker thread; CallStopped when the client leaves or the deadline passes."""
         started = time.monotonic()
         call = _Call(fn, self._slots, self._sampling if sampled and self.parallel > 1 else None)
+        with self._active_lock:
+            if self._stopping:
+                raise CallStopped("the server is shutting down")
+            self._active.add(call)
         call.thread.start()
+        try:
+            return self._watch(call, started, client_gone)
+        finally:
+            with self._active_lock:
+                self._active.discard(call)
+
+    def stop(self) -> None:
+        """Stop every call in progress and wait for them: at shutdown, so that no thread is still
+        inside the model (torch, llama.cpp) while the interpreter exits, which aborts the process
+        ("terminate called without an active exception")."""
+        with self._active_lock:
+            self._stopping = True
+            calls = list(self._active)
+        for call in calls:
+            call.cancel()
+
+    def _watch(self, call: _Call, started: float, client_gone: Callable[[], bool]) -> T:
         while not call.done.wait(POLL_SECONDS):
             if client_gone():
                 call.cancel()

@@ -165,3 +165,24 @@ def test_a_port_out_of_range_is_one_line():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: serve --port 99999: a port is a number from 0 to 65535 (0 picks a free one)"]
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_generation_exits_cleanly(tmp_path):
+    log = tmp_path / "stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--port", "0"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        line = proc.stdout.readline()  # "serving ... on http://127.0.0.1:PORT/v1"
+        host, port = line.rsplit("http://", 1)[1].strip().removesuffix("/v1").rsplit(":", 1)
+        sock = open_request((host, int(port)), "/v1/completions",
+                            {"prompt": COUNTING, "max_tokens": 1900, "temperature": 0})
+        time.sleep(3)  # generating now
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0
+        sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "terminate called" not in log.read_text()
