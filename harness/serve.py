@@ -28,7 +28,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.models.base import LanguageModel
-from harness.serve_api import ModelService, RequestError, sse_events, token_pieces  # noqa: F401 - re-exported
+from harness.serve_api import ModelService, RequestError, sse_events
 from harness.serve_work import CallStopped, Workers, peer_closed
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class Handler(BaseHTTPRequestHandler):
                          self.command, path)
                 self.close_connection = True
                 return
-            status, answer, stream = 504, _error(504, stopped.reason), False
+            code = 503 if "shutting down" in stopped.reason else 504
+            status, answer, stream = code, _error(code, stopped.reason), False
         except RequestError as err:
             status, answer, stream = err.status, _error(err.status, str(err)), False
         except (HarnessError, ValueError, TypeError, OverflowError) as err:

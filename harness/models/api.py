@@ -27,10 +27,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.models.api_answers import (
+    all_greedy, clip_pair, code_version, echo_logprobs, library_versions, load_tokenizer, token_text,
+)
 from harness.models.api_spec import DEFAULTS, api_key, parse_spec, render_chat_template
 from harness.models.base import cut_at_stop, rolling_windows
 from harness.models.http import HTTPStatusError, JSONClient, RetryPolicy, ServerUnavailable
@@ -97,7 +99,7 @@ class APILanguageModel(TokenizedLM):
             "served_tokenizer": served_tokenizer, "tokenizer": self.tokenizer_mode, "chat": self.chat_mode,
             "template": hashlib.sha256((self._template or "").encode()).hexdigest(),
             "max_length": self._server_max_length, "prefix": self.options["prefix_token_id"],
-            "code": _code_version(), "libraries": _library_versions(self._local_tokenizer is not None),
+            "code": code_version(), "libraries": library_versions(self._local_tokenizer is not None),
         }, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -131,7 +133,7 @@ class APILanguageModel(TokenizedLM):
                 return "none"
         if wanted == "none":
             return "none"
-        self._local_tokenizer = _load_tokenizer(wanted)
+        self._local_tokenizer = load_tokenizer(wanted)
         return f"local:{wanted}"
 
     def _reported_max_length(self) -> int:
@@ -173,7 +175,7 @@ class APILanguageModel(TokenizedLM):
             if isinstance(self.tokenizer_info.get(key), int):
                 return self.tokenizer_info[key]
         for key in ("bos_token", "eos_token"):
-            token = _token_text(self.tokenizer_info.get(key))
+            token = token_text(self.tokenizer_info.get(key))
             if token:
                 ids = self.tok_encode(token)
                 if len(ids) == 1:
@@ -191,7 +193,7 @@ class APILanguageModel(TokenizedLM):
         return self._memo[key]
 
     def _starts_with_special(self, text: str) -> bool:
-        bos = _token_text(self.tokenizer_info.get("bos_token"))
+        bos = token_text(self.tokenizer_info.get("bos_token"))
         if self._local_tokenizer is not None:
             bos = self._local_tokenizer.bos_token
         return bool(bos) and text.startswith(bos)
@@ -287,7 +289,7 @@ class APILanguageModel(TokenizedLM):
         if on_answer is None:
             return self.score_pairs(pairs)
         # The clipping of score_pairs, one pair at a time, so that each answer maps to its request.
-        clipped = [_clip(p, self.max_length + 1) for p in pairs]
+        clipped = [clip_pair(p, self.max_length + 1) for p in pairs]
         return batched(list(range(len(clipped))), lambda i: len(clipped[i][0]) + len(clipped[i][1]),
                        self.batch_size, lambda idx: self._score_indexed(clipped, idx, owners, on_answer))
 
@@ -302,13 +304,13 @@ class APILanguageModel(TokenizedLM):
 
         def score(i: int, answer: Any) -> LoglikelihoodResponse:
             ctx, cont = pairs[i]
-            logprobs = _echo_logprobs(answer, self.spec)
+            logprobs = echo_logprobs(answer, self.spec)
             scored = logprobs["token_logprobs"][len(ctx) : len(ctx) + len(cont)]
             tops = (logprobs.get("top_logprobs") or [])[len(ctx) : len(ctx) + len(cont)]
             if len(scored) != len(cont) or any(lp is None for lp in scored):
                 raise HarnessError(f"{self.spec}: the server echoed {len(logprobs['token_logprobs'])} token "
                                    f"logprobs for a prompt of {len(ctx) + len(cont)} tokens")
-            return float(sum(scored)), _all_greedy(scored, tops)
+            return float(sum(scored)), all_greedy(scored, tops)
 
         tell = None if on_answer is None else (lambda i, answer: on_answer(i, score(i, answer)))
         answers = self.client.post_many(f"{self.base_url}/completions", payloads, tell)
@@ -326,7 +328,7 @@ class APILanguageModel(TokenizedLM):
 
         def score(i: int, answer: Any) -> LoglikelihoodResponse:
             context, prompt = splits[i]
-            logprobs = _echo_logprobs(answer, self.spec)
+            logprobs = echo_logprobs(answer, self.spec)
             text = (answer["choices"][0].get("text") or "")
             offsets = logprobs.get("text_offset")
             if not isinstance(offsets, list) or not text.startswith(prompt):
@@ -340,7 +342,7 @@ class APILanguageModel(TokenizedLM):
                 raise HarnessError(f"{self.spec}: the server gave no logprob for the first token of a text with "
                                    "no context; give tokenizer=NAME so the harness can add the prefix token")
             tops = logprobs.get("top_logprobs") or []
-            return float(sum(scored)), _all_greedy(scored, [tops[i] if i < len(tops) else None for i in picked])
+            return float(sum(scored)), all_greedy(scored, [tops[i] if i < len(tops) else None for i in picked])
 
         tell = None if on_answer is None else (lambda i, answer: on_answer(i, score(i, answer)))
         answers = self.client.post_many(f"{self.base_url}/completions", [self._echo_payload(p) for _, p in splits],
@@ -363,7 +365,7 @@ class APILanguageModel(TokenizedLM):
         prompt: str | list[int] = PROBE_TEXT if self.tokenizer_mode == "none" else self.tok_encode(PROBE_TEXT, True)
         try:
             answer = self.client.post(f"{self.base_url}/completions", self._echo_payload(prompt))
-            logprobs = _echo_logprobs(answer, self.spec)
+            logprobs = echo_logprobs(answer, self.spec)
         except HTTPStatusError as err:
             raise HarnessError(refusal.format(why=f": {err}")) from None
         except ServerUnavailable:
@@ -427,7 +429,7 @@ class APILanguageModel(TokenizedLM):
             return CHAT_MARK + json.dumps(list(messages), ensure_ascii=False)
         if self._template is None:
             return super().apply_chat_template(messages)
-        special = {k: _token_text(v) for k, v in self.tokenizer_info.items() if k.endswith("_token")}
+        special = {k: token_text(v) for k, v in self.tokenizer_info.items() if k.endswith("_token")}
         return render_chat_template(self._template, messages, special)
 
     # -- identity -------------------------------------------------------------------------------
@@ -447,77 +449,3 @@ class APILanguageModel(TokenizedLM):
                    "rate_limited": self.client.rate_limited, "retry_budget": self.options["retry_budget"],
                    "server_fingerprint": self.card.get("harness_fingerprint")},
         )
-
-
-def _clip(pair: TokenPair, limit: int) -> TokenPair:
-    """A pair cut to `limit` tokens from the left, as TokenizedLM.score_pairs cuts it."""
-    ctx, cont = pair
-    if len(ctx) + len(cont) <= limit:
-        return pair
-    keep = limit - len(cont)
-    if keep < 1:
-        whole = (list(ctx) + list(cont))[-limit:]
-        return whole[:1], whole[1:]
-    return ctx[-keep:], cont
-
-
-def _code_version() -> str:
-    """The harness version and a hash of the code that turns answers into results."""
-    from harness import __version__
-
-    digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in ("api.py", "api_spec.py", "http.py", "tokenized.py", "base.py"):
-        digest.update((here / name).read_bytes())
-    return f"{__version__}+{digest.hexdigest()[:16]}"
-
-
-def _library_versions(local_tokenizer: bool) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("jinja2", *(("transformers", "tokenizers") if local_tokenizer else ())):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
-
-
-def _echo_logprobs(answer: Any, spec: str) -> dict[str, Any]:
-    try:
-        logprobs = answer["choices"][0]["logprobs"]
-        if isinstance(logprobs.get("token_logprobs"), list):
-            return logprobs
-    except (KeyError, IndexError, TypeError, AttributeError):
-        pass
-    raise HarnessError(f"{spec}: the server's answer carries no prompt logprobs")
-
-
-def _all_greedy(scored: Sequence[float], tops: Sequence[Any]) -> bool:
-    """Every scored token is the most likely one at its position (ties count as greedy)."""
-    for logprob, top in zip(scored, tops):
-        if not isinstance(top, dict) or not top or logprob < max(top.values()):
-            return False
-    return len(tops) == len(scored)
-
-
-def _token_text(value: Any) -> str | None:
-    """A special token as text: tokenizer configs write it as a string or as {"content": ...}."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def _load_tokenizer(name: str):  # noqa: ANN202 - a transformers tokenizer
-    from transformers import AutoTokenizer
-
-    from harness.models.source import resolve_source
-
-    source = resolve_source(name)
-    try:
-        if source.kind == "gguf":
-            return AutoTokenizer.from_pretrained(str(source.path.parent), gguf_file=source.path.name)
-        return AutoTokenizer.from_pretrained(source.location)
-    except OSError as err:
-        raise HarnessError(f"tokenizer {name!r} could not be loaded: {str(err).splitlines()[0]}") from None
