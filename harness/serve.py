@@ -22,7 +22,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
