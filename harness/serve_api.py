@@ -72,7 +72,7 @@ class ModelService:
         text = body.get("prompt", body.get("text"))
         if not isinstance(text, str):
             raise RequestError(400, "`prompt` must be a string")
-        self._check_chars(len(text))
+        # No context check here: rolling loglikelihood tokenizes whole documents longer than the context.
         special = bool(body.get("add_special_tokens", True))
         tokens = self.workers.call(lambda: model.tok_encode(text, add_special_tokens=special), client_gone=gone)
         return {"tokens": tokens, "count": len(tokens), "max_model_len": model.max_length}
