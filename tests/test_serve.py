@@ -106,6 +106,9 @@ def test_chat_endpoint_checks_the_context_like_completions(hf_smollm2):
         status, answer = post(address, "/v1/chat/completions",
                               {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0})
         assert status == 200 and answer["usage"]["completion_tokens"] <= 3
+        # /tokenize has no context limit: rolling loglikelihood tokenizes whole long documents.
+        status, answer = post(address, "/tokenize", {"prompt": "word " * (7 * context)})
+        assert status == 200 and answer["count"] > context
 
 
 @pytest.mark.slow
