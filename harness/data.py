@@ -18,28 +18,29 @@ DATA_DIR_ENV = "HARNESS_DATA_DIR"
 Doc = dict[str, Any]
 
 
-def load_split(config: TaskConfig, split: str | None, *, data_dir: str | None = None) -> list[Doc]:
-    """The documents of one split of a task's dataset."""
+def load_split(config: TaskConfig, split: str | None, *, data_dir: str | None = None, allow_external: bool = False) -> list[Doc]:
+    """The documents of one split of a task's dataset.
+
+    Local files (`dataset_path: json|csv|...` or `dataset_kwargs.data_files`) must lie inside the
+    task's folder or the data folder unless `allow_external` (a model behind an API would
+    otherwise receive any readable file). A hub dataset comes from a local copy when one exists
+    (see `local_copy_paths`), else from the hub."""
     builder = config.dataset_path
     files = config.dataset_kwargs.get("data_files")
     if builder in LOCAL_BUILDERS or files is not None:
-        return _load_local(config, builder, files, split)
-    local = _local_override(config, data_dir)
+        return _load_local(config, builder or "json", files, split, data_dir=data_dir, allow_external=allow_external)
+    local = _local_override(config, data_dir, split)
     if local is not None:
-        path = local_split_path(local, split)
-        if not path.is_file():
-            raise HarnessError(
-                f"task {config.task}: {path} does not exist; put the hub's {split or 'test'} split there as JSON lines"
-            )
-        return _load_local(config, "json", {split or "test": str(path)}, split or "test")
-    return _load_hub(config, split)
+        return _load_local(config, "json", {split or "test": str(local)}, split or "test", data_dir=data_dir, allow_external=True)
+    return _load_hub(config, split, data_dir)
 
 
 def is_local(config: TaskConfig, data_dir: str | None = None) -> bool:
     """True when the task's documents come from local files (never the hub)."""
     if config.dataset_path in LOCAL_BUILDERS or config.dataset_kwargs.get("data_files") is not None:
         return True
-    return _local_override(config, data_dir) is not None
+    split = config.test_split or config.validation_split
+    return _local_override(config, data_dir, split) is not None
 
 
 def _resolve(config: TaskConfig, name: str) -> Path:
@@ -69,11 +70,14 @@ def _split_files(config: TaskConfig, files: Any, split: str | None) -> list[Path
     return [_resolve(config, str(n)) for n in names]
 
 
-def _load_local(config: TaskConfig, builder: str, files: Any, split: str | None) -> list[Doc]:
+def _load_local(config: TaskConfig, builder: str, files: Any, split: str | None, *,
+                data_dir: str | None = None, allow_external: bool = False) -> list[Doc]:
     if files is None:
         raise HarnessError(f"{config.source_file}: dataset_path {builder!r} needs dataset_kwargs.data_files")
     docs: list[Doc] = []
     for path in _split_files(config, files, split):
+        if not allow_external:
+            _check_inside(config, path, data_dir)
         if not path.is_file():
             raise HarnessError(
                 f"{config.source_file}: data file {path} does not exist; fix dataset_kwargs.data_files"
@@ -153,20 +157,50 @@ def read_records(path: Path, builder: str = "json") -> list[Doc]:
     return records
 
 
-def _local_override(config: TaskConfig, data_dir: str | None) -> Path | None:
-    """A local copy of a hub dataset: DATA_DIR/<task>/ holding <split>.jsonl files."""
+def _check_inside(config: TaskConfig, path: Path, data_dir: str | None) -> None:
+    roots = [config.base_dir.resolve()]
     root = data_dir or os.environ.get(DATA_DIR_ENV)
-    if not root:
+    if root:
+        roots.append(Path(root).expanduser().resolve())
+    real = path.resolve()
+    if not any(real == r or r in real.parents for r in roots):
+        raise HarnessError(
+            f"{config.source_file}: dataset_kwargs.data_files names {path}, outside the task's folder and the data folder; "
+            "move the file there, or allow it explicitly (--allow-external-data, allow_external_data=True)"
+        )
+
+
+def local_copy_paths(config: TaskConfig, root: Path, split: str | None) -> list[Path]:
+    """Where a local copy of a hub dataset's split may lie, in order: DATA_DIR/<task>/<split>.jsonl,
+    then DATA_DIR/<dataset_path>/<dataset_name or 'default'>/<split>.jsonl (the hub's names)."""
+    split = split or "test"
+    hub = root / str(config.dataset_path) / (config.dataset_name or "default")
+    return [root / config.task / f"{split}.jsonl", hub / f"{split}.jsonl"]
+
+
+def _local_override(config: TaskConfig, data_dir: str | None, split: str | None) -> Path | None:
+    root = data_dir or os.environ.get(DATA_DIR_ENV)
+    if not root or not config.dataset_path:
         return None
-    folder = Path(root).expanduser() / config.task
-    return folder if folder.is_dir() else None
+    paths = local_copy_paths(config, Path(root).expanduser(), split)
+    for path in paths:
+        if path.is_file():
+            return path
+    for path in paths:
+        if path.parent.is_dir():  # a local copy with this split missing
+            raise HarnessError(
+                f"task {config.task}: {path} does not exist; put the hub's {split or 'test'} split there as JSON lines"
+            )
+    return None
 
 
-def _load_hub(config: TaskConfig, split: str | None) -> list[Doc]:
-    name = config.dataset_path + (f"/{config.dataset_name}" if config.dataset_name else "")
+def _load_hub(config: TaskConfig, split: str | None, data_dir: str | None = None) -> list[Doc]:
+    name = f"{config.dataset_path}" + (f" ({config.dataset_name})" if config.dataset_name else "")
+    root = data_dir or os.environ.get(DATA_DIR_ENV) or "DATA_DIR"
+    by_task, by_hub = local_copy_paths(config, Path(root), split)
     fix = (
-        f"download it while online, or put its {split or 'test'} split as JSON lines in "
-        f"DATA_DIR/{config.task}/{split or 'test'}.jsonl and pass --data-dir DATA_DIR (or set {DATA_DIR_ENV})"
+        f"download it while online, or put its {split or 'test'} split (the hub's fields, one JSON object per line) "
+        f"in {by_hub} (or {by_task}) and pass --data-dir {root} (or set {DATA_DIR_ENV})"
     )
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise HarnessError(f"task {config.task}: dataset {name} is on the Hugging Face hub, which is offline; {fix}")
@@ -176,8 +210,11 @@ def _load_hub(config: TaskConfig, split: str | None) -> list[Doc]:
         raise HarnessError(
             f"task {config.task}: dataset {name} is on the Hugging Face hub; pip install datasets, or {fix}"
         ) from None
+    kwargs = dict(config.dataset_kwargs)
+    if config.dataset_revision and "revision" not in kwargs:
+        kwargs["revision"] = config.dataset_revision
     try:
-        ds = datasets.load_dataset(config.dataset_path, config.dataset_name, split=split, **config.dataset_kwargs)
+        ds = datasets.load_dataset(config.dataset_path, config.dataset_name, split=split, **kwargs)
     except Exception as err:  # noqa: BLE001 - any failure to fetch becomes one line
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise HarnessError(f"task {config.task}: dataset {name} could not be loaded ({first}); {fix}") from None

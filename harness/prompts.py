@@ -1,28 +1,79 @@
 """Sandboxed Jinja2 templates, few-shot sampling and chat messages.
 
-Templates render in jinja2's SandboxedEnvironment with StrictUndefined: a template can read a
-document's fields and use Jinja2's filters, but cannot reach Python internals, and a field that
-the document lacks is an error that names it.
+Templates render in jinja2's ImmutableSandboxedEnvironment with StrictUndefined and the filters
+lm-evaluation-harness adds (`regex_replace`): a template can read a document's fields, but cannot
+reach Python internals, change the document, or produce more than MAX_OUTPUT characters (a huge
+literal such as `'x' * 10**8` is refused before it is built). Every error is one line naming the
+task file and key.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import math
 import random
 import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, UndefinedError
+from jinja2.compiler import CodeGenerator
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from harness.errors import HarnessError
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+MAX_OUTPUT = 4_000_000  # characters one template may produce (or any string/list it builds)
+_MAX_POWER_BITS = 4096
+
+
+def regex_replace(string: str, pattern: str, repl: str, count: int = 0) -> str:
+    """lm-evaluation-harness's `regex_replace` filter: re.sub."""
+    return re.sub(pattern, repl, string, count=count)
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Routes `~` concatenation through a size check (jinja2 joins it without one)."""
+
+    def visit_Concat(self, node, frame) -> None:  # noqa: ANN001
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "+"})
+    code_generator_class = _BoundedCodeGenerator
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:  # noqa: ANN001
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and abs(left) > 1 and right * math.log2(abs(left)) > _MAX_POWER_BITS:
+                raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "*" and isinstance(right, int) and hasattr(left, "__len__"):
+            left, right = right, left
+        if operator == "*" and isinstance(left, int) and hasattr(right, "__len__") and left * len(right) > MAX_OUTPUT:
+            raise SecurityError(f"a repetition of {left} x {len(right)} items exceeds {MAX_OUTPUT:,}")
+        if operator == "+" and hasattr(left, "__len__") and hasattr(right, "__len__") and len(left) + len(right) > MAX_OUTPUT:
+            raise SecurityError(f"a concatenation exceeds {MAX_OUTPUT:,} items")
+        return super().call_binop(context, operator, left, right)
+
+    def bounded_join(self, parts: tuple[Any, ...]) -> str:
+        text = "".join(str(p) for p in parts)
+        if len(text) > MAX_OUTPUT:
+            raise SecurityError(f"a concatenation exceeds {MAX_OUTPUT:,} characters")
+        return text
+
+
+_ENV = _Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+_ENV.filters["regex_replace"] = regex_replace
+_ENV.globals.pop("namespace", None)  # mutable state in a template: not needed by any task file
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=2048)
 def _compile(template: str):
     return _ENV.from_string(template)
 
@@ -35,11 +86,36 @@ def _compile_expression(expression: str):
 def render(template: str, doc: dict[str, Any], *, where: str) -> str:
     """Render a template over a document's fields; `where` names the task file and key for errors."""
     try:
-        return _compile(template).render(**doc)
+        compiled = _compile(template)
+        parts, size = [], 0
+        for chunk in compiled.generate(**doc):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"the output exceeds {MAX_OUTPUT:,} characters")
+            parts.append(chunk)
+        return "".join(parts)
     except UndefinedError as err:
         raise HarnessError(f"{where}: {_undefined_message(err, doc)}") from None
-    except TemplateError as err:
-        raise HarnessError(f"{where}: template error: {err}") from None
+    except HarnessError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any template failure (syntax, include, 1/0, limits) is the file's
+        raise HarnessError(f"{where}: template error: {_one_line(err)}; fix the template") from None
+
+
+def apply_template(template: str, doc: dict[str, Any], *, where: str) -> str:
+    """lm-evaluation-harness's utils.apply_template, in the sandbox."""
+    return render(template, doc, where=where)
+
+
+def literal(text: str, *, where: str) -> Any:
+    """ast.literal_eval of a rendered template (lm-evaluation-harness's doc_to_choice), bounded."""
+    if len(text) > MAX_OUTPUT:
+        raise HarnessError(f"{where}: the rendered value is too long to read as a list")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise HarnessError(f"{where}: rendered {shown!r}, which is not a list literal; name a list field or write a list") from None
 
 
 def render_value(template: Any, doc: dict[str, Any], *, where: str) -> Any:
@@ -55,12 +131,17 @@ def render_value(template: Any, doc: dict[str, Any], *, where: str) -> Any:
             value = _compile_expression(match.group(1).strip())(**doc)
         except UndefinedError as err:
             raise HarnessError(f"{where}: {_undefined_message(err, doc)}") from None
-        except TemplateError as err:
-            raise HarnessError(f"{where}: template error: {err}") from None
+        except Exception as err:  # noqa: BLE001
+            raise HarnessError(f"{where}: template error: {_one_line(err)}; fix the template") from None
         if hasattr(value, "_undefined_name"):
             raise HarnessError(f"{where}: {_undefined_message(None, doc, value._undefined_name)}")
         return value
     return render(template, doc, where=where)
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _undefined_message(err: Exception | None, doc: dict[str, Any], name: str | None = None) -> str:
@@ -79,8 +160,40 @@ def template_hash(*parts: str) -> str:
     return h.hexdigest()
 
 
+class FewshotSampler:
+    """lm-evaluation-harness's samplers (api/samplers.py), draw for draw.
+
+    `default` keeps one random.Random(seed) for the whole task and draws `n` documents per
+    evaluated document, in document order (`n + 1`, then drops the document itself, when the
+    few-shot split is the test split); `first_n` takes the pool in order.
+    """
+
+    def __init__(self, pool: list[dict[str, Any]], *, sampler: str, seed: int | None):
+        self.pool = pool
+        self.sampler = sampler
+        self.rnd = random.Random(seed)
+
+    def sample(self, n: int, eval_doc: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        if n <= 0:
+            return []
+        if self.sampler == "first_n":
+            pool = [x for x in self.pool if x != eval_doc] if eval_doc is not None else self.pool
+            if n > len(pool):
+                raise HarnessError(f"num_fewshot is {n} but the few-shot pool holds only {len(pool)} documents")
+            return list(pool[:n])
+        if len(self.pool) < n + (1 if eval_doc else 0):
+            raise HarnessError(f"num_fewshot is {n} but the few-shot pool holds only {len(self.pool)} documents")
+        if not eval_doc:
+            return self.rnd.sample(list(self.pool), n)
+        res = [x for x in self.rnd.sample(list(self.pool), n + 1) if x != eval_doc][:n]
+        if len(res) < n:  # duplicates of the document in the pool (lm-evaluation-harness resamples)
+            res = self.rnd.sample([x for x in self.pool if x != eval_doc], n)
+        return res
+
+
 def sample_fewshot(pool: list[dict[str, Any]], k: int, *, seed: int, exclude_id: Any, doc_index: int) -> list[dict[str, Any]]:
-    """k examples from the pool, never the document itself, the same for a given seed and document."""
+    """k examples from the pool, never the document itself, the same for a given seed and document
+    (independent of the other documents; lm-evaluation-harness's order is `FewshotSampler`)."""
     if k <= 0:
         return []
     rng = random.Random(f"{seed}:{doc_index}")

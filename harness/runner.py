@@ -44,6 +44,8 @@ class RunOptions:
     include_paths: list[str] = field(default_factory=list)
     data_dir: str | None = None
     trust_remote_code: bool = False
+    trust_task_code: bool = False  # run task files' `!function` code (lm-evaluation-harness tasks)
+    allow_external_data: bool = False  # data_files outside the task's folder and data_dir
     n_boot: int = 1000
     command: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -55,12 +57,12 @@ def slug(text: str) -> str:
 
 def prepare_tasks(patterns: list[str], options: RunOptions, registry: TaskRegistry | None = None) -> list[Task]:
     """Select, load and check every task (data, templates, gold fields) before any model loads."""
-    registry = registry or TaskRegistry(options.include_paths)
+    registry = registry or TaskRegistry(options.include_paths, trust_task_code=options.trust_task_code)
     tasks = []
     for config, group_limit in registry.select_with_limits(patterns):
         if options.seed is not None:
             config.seed = options.seed
-        task = Task(config, data_dir=options.data_dir)
+        task = Task(config, data_dir=options.data_dir, allow_external_data=options.allow_external_data)
         limit = options.limit if options.limit is not None else group_limit
         if limit is not None:
             task.limit(limit)
@@ -85,7 +87,7 @@ def evaluate(
         raise HarnessError("--limit must be at least 1")
     if options.cache_dir:
         set_cache_dir(options.cache_dir)
-    registry = TaskRegistry(options.include_paths)
+    registry = TaskRegistry(options.include_paths, trust_task_code=options.trust_task_code)
     selected = prepare_tasks(patterns, options, registry)
     groups = registry.groups_of([t.name for t in selected])
     started = dt.datetime.now(dt.timezone.utc)
@@ -96,7 +98,8 @@ def evaluate(
         "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": run_id,
         "created": started.isoformat(timespec="seconds"), "command": redact(options.command or "") or None,
         "options": {"limit": options.limit, "seed": options.seed, "batch_size": options.batch_size,
-                    "dtype": options.dtype, "device": options.device, "n_boot": options.n_boot},
+                    "dtype": options.dtype, "device": options.device, "n_boot": options.n_boot,
+                    "trust_task_code": options.trust_task_code},
         "environment": None, "evaluations": [],
     }
     results_path = out_dir / f"{run_id}.json" if out_dir else None
@@ -183,6 +186,9 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
         "config": c.to_dict(), "n_samples": len(samples), "chat_template": chat is not None,
         "data_hash": task.data_hash(docs), "prompt_hash": prompt_hash, "template_hash": task.template_hash(),
         "metrics": metrics,
+        # Task code that ran for these numbers (--trust-task-code): file -> sha256.
+        "task_code": dict(sorted(task.code_files.items())) or None,
+        "notes": list(c.notes) or None,
         "timing": {**exec_stats.to_dict(), "total_seconds": round(total, 3), "metric_seconds": round(t2 - t1, 3),
                    "metric_share": round((t2 - t1) / total, 4) if total > 0 else None},
     }

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config import TaskConfig
-from harness.data import Doc, docs_hash, load_split
-from harness.errors import HarnessError
+from harness.data import Doc
 from harness.metrics.base import Metric, Sample, get_metric
-from harness.prompts import chat_messages, render_value, sample_fewshot, template_hash
+from harness.prompts import render_value
 from harness.requests import GenerateRequest
+from harness.task_docs import ChatFormatter, TaskDocs
 
-ChatFormatter = Callable[[list[dict[str, str]]], str]
+__all__ = ["ChatFormatter", "Instance", "Task"]
 
 
 @dataclass
@@ -32,111 +32,12 @@ class Instance:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Task:
+class Task(TaskDocs):
     """A task ready to run: its config, documents and metrics."""
 
-    def __init__(self, config: TaskConfig, *, data_dir: str | None = None):
-        self.config = config
-        self.data_dir = data_dir
-        self._docs: list[Doc] | None = None
-        self._fewshot: list[Doc] | None = None
+    def __init__(self, config: TaskConfig, *, data_dir: str | None = None, allow_external_data: bool = False):
+        super().__init__(config, data_dir=data_dir, allow_external_data=allow_external_data)
         self.metrics: list[Metric] = [get_metric(m.metric, **m.options) for m in config.metric_list]
-
-    @property
-    def name(self) -> str:
-        return self.config.task
-
-    def _where(self, key: str) -> str:
-        return f"{self.config.source_file}: {key}"
-
-    # -- documents ------------------------------------------------------------------------------
-
-    def docs(self) -> list[Doc]:
-        if self._docs is None:
-            c = self.config
-            split = c.test_split or c.validation_split or c.train_split
-            self._docs = load_split(c, split, data_dir=self.data_dir)
-        return self._docs
-
-    def limit(self, n: int) -> None:
-        """Evaluate only the first n documents."""
-        self._docs = self.docs()[:n]
-
-    def fewshot_pool(self) -> list[Doc]:
-        c = self.config
-        if self._fewshot is None:
-            split = c.fewshot_split or c.train_split or c.validation_split
-            if split is None:
-                raise HarnessError(f"{self._where('num_fewshot')} is {c.num_fewshot} but no fewshot_split is set; add one")
-            self._fewshot = load_split(c, split, data_dir=self.data_dir)
-        return self._fewshot
-
-    def doc_id(self, doc: Doc, index: int) -> str:
-        return str(doc.get("id", doc.get("doc_id", index)))
-
-    def data_hash(self, docs: Sequence[Doc]) -> str:
-        return docs_hash(list(docs))
-
-    def template_hash(self) -> str:
-        c = self.config
-        return template_hash(
-            c.description, c.doc_to_text, str(c.doc_to_target), str(c.doc_to_choice),
-            c.target_delimiter, c.fewshot_delimiter, str(c.num_fewshot), str(sorted(c.generation_kwargs.items())),
-        )
-
-    def validate(self) -> None:
-        """Render the first document (templates, fields, gold index) before any model call."""
-        docs = self.docs()
-        self.build(docs[:1], chat=None)
-
-    # -- rendering ------------------------------------------------------------------------------
-
-    def text(self, doc: Doc) -> str:
-        return str(render_value(self.config.doc_to_text, doc, where=self._where("doc_to_text")))
-
-    def target(self, doc: Doc) -> Any:
-        return render_value(self.config.doc_to_target, doc, where=self._where("doc_to_target"))
-
-    def choices(self, doc: Doc) -> list[str]:
-        value = render_value(self.config.doc_to_choice, doc, where=self._where("doc_to_choice"))
-        if isinstance(value, str):
-            raise HarnessError(
-                f"{self._where('doc_to_choice')} rendered a string, not a list; write it as {{{{ field }}}} naming a list field"
-            )
-        if not isinstance(value, (list, tuple)) or not value:
-            raise HarnessError(f"{self._where('doc_to_choice')} must give a non-empty list of choices")
-        return [str(v) for v in value]
-
-    def gold_index(self, doc: Doc, choices: list[str]) -> int:
-        gold = self.target(doc)
-        if isinstance(gold, str):
-            gold = int(gold) if gold.strip().isdigit() else (choices.index(gold) if gold in choices else None)
-        if not isinstance(gold, int) or not 0 <= gold < len(choices):
-            raise HarnessError(
-                f"{self._where('doc_to_target')} must give the gold choice's index (0..{len(choices) - 1}) or its text; got {gold!r}"
-            )
-        return gold
-
-    def shot_answer(self, doc: Doc) -> str:
-        if self.config.output_type == "multiple_choice":
-            choices = self.choices(doc)
-            return choices[self.gold_index(doc, choices)]
-        target = self.target(doc)
-        return str(target[0] if isinstance(target, list) else target)
-
-    def context(self, doc: Doc, index: int, chat: ChatFormatter | None) -> str:
-        c = self.config
-        shots = sample_fewshot(
-            self.fewshot_pool() if c.num_fewshot else [], c.num_fewshot,
-            seed=c.seed, exclude_id=doc.get("id"), doc_index=index,
-        )
-        pairs = [(self.text(s), self.shot_answer(s)) for s in shots]
-        question = self.text(doc)
-        if chat is not None:
-            messages = chat_messages([(t, a.strip()) for t, a in pairs], question, system=c.description or None)
-            return chat(messages)
-        examples = "".join(t + c.target_delimiter + a + c.fewshot_delimiter for t, a in pairs)
-        return c.description + examples + question
 
     # -- requests -------------------------------------------------------------------------------
 

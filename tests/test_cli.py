@@ -48,7 +48,11 @@ def test_bad_input_is_one_line_exit_2_and_no_results(tasks_dir, tmp_path, args, 
 
 def test_malformed_yaml_in_include_path(tasks_dir, tmp_path):
     write_task(tasks_dir, "bad_yaml", "task: bad_yaml\ndataset_path: [json\n")
-    result = harness("run", "--include-path", str(tasks_dir), "--tasks", "ok", "--output", str(tmp_path / "o"))
+    listing = harness("tasks", "--include-path", str(tasks_dir))
+    assert listing.returncode == 0, listing.stderr
+    assert "ok" in listing.stdout and re.search(r"\b1 unavailable", listing.stdout)
+    assert "malformed YAML" in harness("tasks", "--include-path", str(tasks_dir), "--unavailable").stdout
+    result = harness("run", "--include-path", str(tasks_dir), "--tasks", "bad_*", "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and re.search(r"bad_yaml.yaml: line \d+: malformed YAML", result.stderr)
     assert not (tmp_path / "o").exists()
 

@@ -46,7 +46,9 @@ def test_valid_file_loads_with_lm_eval_keys(tmp_path):
         (("exact_match, ignore_case: true", "exact_match, ignore_kase: true"), "has no option 'ignore_kase'"),
         (("exact_match, ignore_case: true", "acc_norm"), "does not apply to output_type 'generate_until'"),
         (("max_gen_toks: 8", "max_tokens: 8"), "generation_kwargs has unknown key 'max_tokens'"),
-        (("metadata: {version: 1.0}", "process_docs: foo"), "cannot run code"),
+        (("metadata: {version: 1.0}", "process_docs: foo"), "must be `!function module.name`"),
+        (("metadata: {version: 1.0}", "dataset_kwargs: {trust_remote_code: true, script: x.py}"), "dataset_kwargs key 'script' is not a data option"),
+        (("max_gen_toks: 8", "num_beams: 4"), "beam search is not supported"),
     ],
 )
 def test_invalid_files_name_the_field(tmp_path, change, message):
@@ -61,8 +63,15 @@ def test_invalid_files_name_the_field(tmp_path, change, message):
 
 def test_function_tag_is_refused_not_executed(tmp_path):
     text = GOOD.replace('doc_to_text: "{{question}}"', "doc_to_text: !function utils.doc_to_text")
-    with pytest.raises(HarnessError, match=r"line 6: `!function` is not supported"):
+    (tmp_path / "utils.py").write_text("raise SystemExit('task code ran')\n")
+    with pytest.raises(HarnessError) as err:
         load(tmp_path, text)
+    message = str(err.value)
+    assert "demo.yaml" in message and "'doc_to_text'" in message and "--trust-task-code" in message
+    assert "<unicode string>" not in message and "\n" not in message
+    # with the flag the configuration is accepted; the code runs only when a document is rendered
+    config = load_task_config(tmp_path / "demo.yaml", trust_task_code=True)
+    assert str(config.doc_to_text) == "!function utils.doc_to_text"
 
 
 def test_python_object_tags_cannot_run(tmp_path):

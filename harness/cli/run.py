@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from harness.cli.common import positive_or_auto
+from harness.cli.tasks import add_task_code
 from harness.redact import redact_argv
 
 HELP = "evaluate models on tasks and print a results table"
@@ -29,8 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="runs", metavar="DIR", help="where results JSON and samples go (default runs/)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--cache-dir", metavar="DIR", help="response cache folder (default: $HARNESS_CACHE_DIR or ~/.cache/harness)")
-    p.add_argument("--data-dir", metavar="DIR", help="local copies of hub datasets: DIR/<task>/<split>.jsonl (also $HARNESS_DATA_DIR)")
+    p.add_argument("--data-dir", metavar="DIR", help="local copies of hub datasets: DIR/<task>/<split>.jsonl or "
+                   "DIR/<dataset_path>/<dataset_name or default>/<split>.jsonl (also $HARNESS_DATA_DIR)")
     p.add_argument("--trust-remote-code", action="store_true", help="let transformers run a hub model's own Python code")
+    add_task_code(p)
+    p.add_argument("--allow-external-data", action="store_true",
+                   help="let task files read data_files outside their own folder and --data-dir")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs (default 1000)")
 
 
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
         output_dir=args.output, use_cache=not args.no_cache, cache_dir=args.cache_dir,
         include_paths=args.include_path, data_dir=args.data_dir, trust_remote_code=args.trust_remote_code,
+        trust_task_code=args.trust_task_code, allow_external_data=args.allow_external_data,
         n_boot=args.bootstrap, command=shlex.join(redact_argv(["harness", *sys.argv[1:]])),
     )
     results = evaluate(args.models, args.tasks, options)
