@@ -35,16 +35,7 @@ class FunctionRef:
     def module_path(self) -> Path:
         """The Python file lm-evaluation-harness imports: `<yaml dir>/<module as path>.py`, else
         the module found on sys.path (located without importing anything)."""
-        module, _, _ = self.qualname.rpartition(".")
-        relative = f"{module.replace('.', '/')}.py"
-        beside = Path(self.yaml_file).parent / relative
-        if beside.is_file():
-            return beside
-        for entry in sys.path:
-            candidate = Path(entry or ".") / relative
-            if candidate.is_file():
-                return candidate
-        return beside
+        return _locate(os.path.dirname(self.yaml_file), self.qualname.rpartition(".")[0])
 
     @property
     def function_name(self) -> str:
@@ -52,6 +43,24 @@ class FunctionRef:
 
     def __str__(self) -> str:
         return f"!function {self.qualname}"
+
+
+_FOUND: dict[tuple[str, str], Path] = {}
+
+
+def _locate(yaml_dir: str, module: str) -> Path:
+    """Where `module` lives for a YAML file in `yaml_dir`; found files are remembered (a tree
+    names the same utils.py from hundreds of files)."""
+    key = (yaml_dir, module)
+    if key in _FOUND:
+        return _FOUND[key]
+    relative = f"{module.replace('.', '/')}.py"
+    beside = Path(yaml_dir) / relative
+    for candidate in [beside, *(Path(entry or ".") / relative for entry in sys.path)]:
+        if candidate.is_file():
+            _FOUND[key] = candidate
+            return candidate
+    return beside
 
 
 class _Loader(_Base):  # type: ignore[misc, valid-type]
