@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.config import TaskConfig, load_task_config, parse_task_config
 from harness.errors import HarnessError
+from harness.groups import GroupPlan
 from harness import taskfile
 from harness.taskfile import load_raw_flagged
 
@@ -325,6 +326,38 @@ class TaskRegistry:
             if set(members) <= selected:
                 out[name] = members
         return out
+
+    def group_plans(self, tasks: list[str]) -> dict[str, GroupPlan]:
+        """The groups (inline ones included) whose leaves all ran, with their direct children and
+        aggregate_metric_list, for lm-evaluation-harness's group scores."""
+        ran = set(tasks)
+        plans: dict[str, GroupPlan] = {}
+        for name in list(self.groups):
+            try:
+                leaves = {s.config.task for s in self._expand_group(self.groups[name], {}, 0)}
+            except HarnessError:
+                continue
+            if leaves <= ran:
+                plans[name] = self._plan(self.groups[name])
+        return plans
+
+    def _plan(self, group: Group) -> GroupPlan:
+        children: list[tuple[str, str]] = []
+        for item in group.tasks:
+            if isinstance(item, dict) and "group" in item:
+                name = item["group"]
+                children.append(("group", name if name in self.groups else f"{group.name}::{name}"))
+                continue
+            base = item["task"] if isinstance(item, dict) else str(item)
+            if base in self.groups:
+                children.append(("group", base))
+            elif base in self.entries or base in self.unavailable:
+                children.append(("task", base))
+            elif base in self.tags():
+                children.extend(("task", n) for n in self.tags()[base])
+            else:
+                children.append(("task", f"{group.name}::{base}"))
+        return GroupPlan(group.name, children, list(group.aggregate_metric_list or []), group.alias)
 
     def summary(self) -> dict[str, Any]:
         """Counts for `harness tasks`: usable tasks, groups, unavailable ones grouped by reason."""

@@ -90,6 +90,7 @@ def evaluate(
     registry = TaskRegistry(options.include_paths, trust_task_code=options.trust_task_code)
     selected = prepare_tasks(patterns, options, registry)
     groups = registry.groups_of([t.name for t in selected])
+    plans = registry.group_plans([t.name for t in selected])
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in models))
     main = distributed.is_main()  # under torchrun only rank 0 reads the cache and writes files
@@ -123,7 +124,7 @@ def evaluate(
                     write_json(results_path, results)
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
-            entry["groups"] = group_aggregates(entry["tasks"], groups)
+            entry["groups"] = group_aggregates(entry["tasks"], groups, plans)
             entry["model"].update(redact_value(model.info.to_dict()))  # counters kept while running (api: retries)
             model.close()
     finally:
@@ -136,12 +137,19 @@ def evaluate(
     return results
 
 
-def group_aggregates(tasks: dict[str, Any], groups: dict[str, list[str]]) -> dict[str, Any]:
-    """Per group (or tag) whose members all ran: each metric shared by two or more members,
-    averaged over the members weighted by their sample counts (lm-evaluation-harness's
-    weight_by_size), with the members named."""
+def group_aggregates(tasks: dict[str, Any], groups: dict[str, list[str]], plans: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per group (or tag) whose members all ran: a group file's aggregate_metric_list as
+    lm-evaluation-harness computes it (harness.groups); otherwise each metric shared by two or
+    more members, averaged over the members weighted by their sample counts, members named."""
+    from harness.groups import group_scores
+
     out: dict[str, Any] = {}
     for name, members in sorted(groups.items()):
+        if plans and name in plans and plans[name].aggregate:
+            scores = group_scores(name, plans, tasks)
+            if scores:
+                out[name] = scores
+            continue
         metrics: dict[str, Any] = {}
         names = {m for t in members for m in tasks[t]["metrics"]}
         for metric in sorted(names):

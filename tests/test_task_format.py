@@ -178,3 +178,26 @@ def test_lm_eval_generation_keys_and_defaults(tmp_path):
     assert config.output_type == "generate_until"  # lm-eval's default
     assert config.generation_kwargs == {"max_gen_toks": 7, "until": ["\n\n"]}
     assert config.dataset_kwargs == {} and config.to_dict()["dataset_revision"] == "abc123"
+
+
+def test_group_scores_follow_aggregate_metric_list(tmp_path):
+    """lm-evaluation-harness 0.4.13's Group.aggregate: over every leaf task (nested groups
+    flattened), weighted by documents, or the plain mean with weight_by_size: false."""
+    from harness.runner import group_aggregates
+
+    files = {"_base.yaml": BASE.format()}
+    for name in ("x1", "x2", "y1", "y2"):
+        files[f"{name}.yaml"] = f"include: _base.yaml\ntask: {name}\ntag: {name[0]}_tag\n"
+    files["g_inner.yaml"] = "group: inner\ntask: [y_tag]\naggregate_metric_list: [{metric: acc, weight_by_size: false}]\n"
+    files["g_outer.yaml"] = "group: outer\ntask: [x1, x2, inner]\naggregate_metric_list: [{metric: acc, weight_by_size: false}]\n"
+    registry = TaskRegistry([str(folder(tmp_path, files))])
+    names = ["x1", "x2", "y1", "y2"]
+    record = lambda v, n: {"metrics": {"acc": {"value": v, "n": n, "higher_is_better": True}}}  # noqa: E731
+    tasks = {"x1": record(0.2, 10), "x2": record(0.4, 30), "y1": record(1.0, 10), "y2": record(0.0, 90)}
+    out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
+    assert out["inner"]["acc"]["value"] == pytest.approx(0.5)  # mean of 1.0 and 0.0
+    assert out["outer"]["acc"]["value"] == pytest.approx((0.2 + 0.4 + 1.0 + 0.0) / 4)
+    files["g_outer.yaml"] = files["g_outer.yaml"].replace("weight_by_size: false", "weight_by_size: true")
+    registry = TaskRegistry([str(folder(tmp_path, files))])
+    out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
+    assert out["outer"]["acc"]["value"] == pytest.approx((0.2 * 10 + 0.4 * 30 + 1.0 * 10 + 0.0 * 90) / 140)
