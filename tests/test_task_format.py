@@ -201,3 +201,25 @@ def test_group_scores_follow_aggregate_metric_list(tmp_path):
     registry = TaskRegistry([str(folder(tmp_path, files))])
     out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
     assert out["outer"]["acc"]["value"] == pytest.approx((0.2 * 10 + 0.4 * 30 + 1.0 * 10 + 0.0 * 90) / 140)
+
+
+def test_a_run_that_executed_task_code_records_it_with_hashes(tmp_path, monkeypatch):
+    """Results bookkeeping (a stand-in model: no number here is one a user reads)."""
+    import hashlib
+
+    import harness.runner as runner
+    from tests.test_runner import CountingModel
+
+    text = BASE.format() + "task: coded\nprocess_docs: !function utils.process_docs\n"
+    folder(tmp_path, {"coded.yaml": text, "utils.py": UTILS})
+    monkeypatch.setattr(runner, "load_model", lambda spec, **kw: CountingModel())
+    options = runner.RunOptions(include_paths=[str(tmp_path)], output_dir=None, n_boot=50)
+    with pytest.raises(HarnessError, match="--trust-task-code"):
+        runner.evaluate(["test:count"], ["coded"], options)
+    options.trust_task_code = True
+    results = runner.evaluate(["test:count"], ["coded"], options)
+    record = results["evaluations"][0]["tasks"]["coded"]
+    utils = (tmp_path / "utils.py").resolve()
+    assert record["task_code"] == {str(utils): hashlib.sha256(utils.read_bytes()).hexdigest()}
+    assert results["options"]["trust_task_code"] is True
+    assert record["config"]["process_docs"] == "!function utils.process_docs"
