@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ class Task(TaskDocs):
 
     def __init__(self, config: TaskConfig, *, data_dir: str | None = None, allow_external_data: bool = False):
         super().__init__(config, data_dir=data_dir, allow_external_data=allow_external_data)
+        self.check_scoring()
         self.metrics: list[Metric] = [get_metric(m.metric, **m.options) for m in config.metric_list]
 
     # -- requests -------------------------------------------------------------------------------

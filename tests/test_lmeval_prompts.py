@@ -150,3 +150,37 @@ def test_fewshot_draws_follow_document_order(registry, data_dir):
     docs = a.docs()
     assert a.context(docs[3], 3, None) == b.context(docs[3], 3, None)
     assert a.context(docs[3], 3, None) != a.context(docs[4], 4, None)
+
+
+@pytest.mark.slow
+def test_arc_easy_acc_matches_lm_evaluation_harness(registry, data_dir, tmp_path):
+    """The unchanged arc_easy file, 3-shot, on SmolLM2-135M through both harnesses' HF backends:
+    the same acc. (The chat template stays off, as lm-eval's default; here through a group
+    override of this project's own key.)"""
+    import lm_eval as lm
+
+    from harness.models.hf import converted_gguf_dir
+    from harness.models.source import resolve_source
+    from harness.runner import RunOptions, evaluate
+
+    group_dir = tmp_path / "groups"
+    group_dir.mkdir()
+    (group_dir / "parity.yaml").write_text("group: parity_arc\ntask:\n  - {task: arc_easy, num_fewshot: 3, chat_template: never}\n")
+    ours = evaluate(["hf:smollm2-135m"], ["parity_arc"], RunOptions(
+        include_paths=[str(LM_EVAL_TASKS), str(group_dir)], data_dir=str(data_dir), output_dir=None, n_boot=10))
+    ours_acc = ours["evaluations"][0]["tasks"]["arc_easy"]["metrics"]["acc"]["value"]
+
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = dict(load_yaml(registry.config("arc_easy").source_file, resolve_func=True))
+    cfg.pop("tag", None)
+    folder = data_dir / "allenai/ai2_arc/ARC-Easy"
+    cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={
+        "data_files": {s: str(folder / f"{s}.jsonl") for s in ("train", "validation", "test")}, "cache_dir": str(tmp_path / "hf")})
+    task = ConfigurableTask(config=cfg)
+    task.set_config(key="num_fewshot", value=3)
+    directory = converted_gguf_dir(resolve_source("smollm2-135m"))
+    theirs = lm.simple_evaluate(model="hf", model_args=f"pretrained={directory},dtype=float32", tasks=[task],
+                                batch_size=4, device="cpu")["results"]["arc_easy"]
+    assert ours_acc == theirs["acc,none"]
