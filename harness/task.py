@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.config import TaskConfig
 from harness.data import Doc
+from harness.errors import HarnessError
 from harness.metrics.base import Metric, Sample, get_metric
 from harness.prompts import render_value
 from harness.requests import GenerateRequest
@@ -37,8 +38,11 @@ class Task(TaskDocs):
 
     def __init__(self, config: TaskConfig, *, data_dir: str | None = None, allow_external_data: bool = False):
         super().__init__(config, data_dir=data_dir, allow_external_data=allow_external_data)
-        self.check_scoring()
-        self.metrics: list[Metric] = [get_metric(m.metric, **m.options) for m in config.metric_list]
+        try:
+            self.metrics: list[Metric] = [get_metric(m.metric, **m.options) for m in config.metric_list]
+        except HarnessError:
+            self.check_scoring()  # task code that scores: say so rather than "unknown metric"
+            raise
 
     # -- requests -------------------------------------------------------------------------------
 
