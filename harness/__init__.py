@@ -10,13 +10,15 @@ from harness.runner import RunOptions, evaluate
 __version__ = "0.1.0"
 
 
-def load_task(name: str, include_paths: list[str] | None = None):
-    """The Task for a name (or YAML path), ready to build requests."""
+def load_task(name: str, include_paths: list[str] | None = None, *, trust_task_code: bool = False,
+              data_dir: str | None = None):
+    """The Task for a name (or YAML path), ready to build requests; `trust_task_code` lets its
+    `!function` code run (lm-evaluation-harness task files)."""
     from harness.registry import TaskRegistry
     from harness.task import Task
 
-    (config,) = TaskRegistry(include_paths).select([name])[:1] or [None]
-    return Task(config)
+    (config,) = TaskRegistry(include_paths, trust_task_code=trust_task_code).select([name])[:1] or [None]
+    return Task(config, data_dir=data_dir)
 
 
 def load_model(spec: str, **options):
