@@ -32,6 +32,9 @@ def load_split(config: TaskConfig, split: str | None, *, data_dir: str | None = 
     local = _local_override(config, data_dir, split)
     if local is not None:
         return _load_local(config, "json", {split or "test": str(local)}, split or "test", data_dir=data_dir, allow_external=True)
+    if not allow_external and config.dataset_path and Path(os.path.expanduser(config.dataset_path)).exists():
+        # a local folder handed to `datasets`: the same containment as data_files
+        _check_inside(config, Path(os.path.expanduser(config.dataset_path)), data_dir, key="dataset_path")
     return _load_hub(config, split, data_dir)
 
 
@@ -157,7 +160,7 @@ def read_records(path: Path, builder: str = "json") -> list[Doc]:
     return records
 
 
-def _check_inside(config: TaskConfig, path: Path, data_dir: str | None) -> None:
+def _check_inside(config: TaskConfig, path: Path, data_dir: str | None, key: str = "dataset_kwargs.data_files") -> None:
     roots = [config.base_dir.resolve()]
     root = data_dir or os.environ.get(DATA_DIR_ENV)
     if root:
@@ -165,7 +168,7 @@ def _check_inside(config: TaskConfig, path: Path, data_dir: str | None) -> None:
     real = path.resolve()
     if not any(real == r or r in real.parents for r in roots):
         raise HarnessError(
-            f"{config.source_file}: dataset_kwargs.data_files names {path}, outside the task's folder and the data folder; "
+            f"{config.source_file}: {key} names {path}, outside the task's folder and the data folder; "
             "move the file there, or allow it explicitly (--allow-external-data, allow_external_data=True)"
         )
 

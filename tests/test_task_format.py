@@ -223,3 +223,14 @@ def test_a_run_that_executed_task_code_records_it_with_hashes(tmp_path, monkeypa
     assert record["task_code"] == {str(utils): hashlib.sha256(utils.read_bytes()).hexdigest()}
     assert results["options"]["trust_task_code"] is True
     assert record["config"]["process_docs"] == "!function utils.process_docs"
+
+
+def test_a_local_folder_as_dataset_path_stays_inside_the_task_folder(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    text = BASE.format().replace("dataset_path: json", f"dataset_path: {outside}") + "task: p\n"
+    text = text.replace("dataset_kwargs:\n  data_files: {train: docs.jsonl}\n", "")
+    (tmp_path / "tasks").mkdir()
+    folder(tmp_path / "tasks", {"p.yaml": text})
+    with pytest.raises(HarnessError, match="dataset_path names .*outside the task's folder"):
+        Task(load_task_config(tmp_path / "tasks" / "p.yaml")).docs()
