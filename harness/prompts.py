@@ -191,18 +191,6 @@ class FewshotSampler:
         return res
 
 
-def sample_fewshot(pool: list[dict[str, Any]], k: int, *, seed: int, exclude_id: Any, doc_index: int) -> list[dict[str, Any]]:
-    """k examples from the pool, never the document itself, the same for a given seed and document
-    (independent of the other documents; lm-evaluation-harness's order is `FewshotSampler`)."""
-    if k <= 0:
-        return []
-    rng = random.Random(f"{seed}:{doc_index}")
-    candidates = [d for d in pool if exclude_id is None or d.get("id", object()) != exclude_id]
-    if len(candidates) < k:
-        raise HarnessError(f"num_fewshot is {k} but the few-shot split holds only {len(candidates)} usable documents")
-    return rng.sample(candidates, k)
-
-
 def chat_messages(
     shots: list[tuple[str, str]], question: str, *, system: str | None
 ) -> list[dict[str, str]]:

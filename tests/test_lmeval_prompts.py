@@ -184,3 +184,58 @@ def test_arc_easy_acc_matches_lm_evaluation_harness(registry, data_dir, tmp_path
     theirs = lm.simple_evaluate(model="hf", model_args=f"pretrained={directory},dtype=float32", tasks=[task],
                                 batch_size=4, device="cpu")["results"]["arc_easy"]
     assert ours_acc == theirs["acc,none"]
+
+
+LOCAL = """\
+task: local_{kind}
+dataset_path: json
+dataset_kwargs:
+  data_files: {{train: {data}, test: {data}}}
+training_split: train
+test_split: test
+fewshot_split: {fewshot_split}
+num_fewshot: 2
+output_type: {kind}
+description: "Topic: {{{{topic}}}}\\n"
+doc_to_text: "{{{{q}}}}"
+doc_to_target: "{{{{label}}}}"
+{choice}
+gen_prefix: "{gen_prefix}"
+target_delimiter: "{target_delimiter}"
+fewshot_delimiter: "\\n##\\n"
+fewshot_config:
+  sampler: {sampler}
+"""
+
+
+@pytest.mark.parametrize("kind, gen_prefix, target_delimiter, sampler, fewshot_split", [
+    ("multiple_choice", "Answer:", " ", "default", "test"),   # the document itself is left out
+    ("multiple_choice", "", " => ", "first_n", "train"),
+    ("generate_until", "So the answer is", " ", "default", "train"),
+    ("generate_until", "Result: ", "", "first_n", "test"),
+])
+def test_gen_prefix_description_and_delimiters_as_lm_evaluation_harness(tmp_path, kind, gen_prefix, target_delimiter, sampler, fewshot_split):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"q": f"Is {w} heavy?", "opts": ["no", "yes"], "label": i % 2, "topic": w}) + "\n"
+                            for i, w in enumerate(WORDS[:8])))
+    choice = 'doc_to_choice: "{{opts}}"' if kind == "multiple_choice" else ""
+    text = LOCAL.format(kind=kind, data=data, choice=choice, gen_prefix=gen_prefix, target_delimiter=target_delimiter,
+                        sampler=sampler, fewshot_split=fewshot_split)
+    (tmp_path / "local.yaml").write_text(text)
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = dict(load_yaml(tmp_path / "local.yaml", resolve_func=True))
+    cfg["dataset_kwargs"]["cache_dir"] = str(tmp_path / "hf")
+    theirs_task = ConfigurableTask(config=cfg)
+    theirs_task.set_fewshot_seed(seed=1234)
+    theirs_task.build_all_requests(rank=0, world_size=1)
+    theirs: dict[int, list] = {}
+    for inst in theirs_task.instances:
+        theirs.setdefault(inst.doc_id, []).append(inst.arguments)
+    task = Task(TaskRegistry([str(tmp_path)]).config(f"local_{kind}"))
+    for inst in task.build(task.docs(), chat=None):
+        if kind == "generate_until":
+            assert inst.requests[0].prompt == theirs[inst.index][0][0]
+        else:
+            assert [tuple(r) for r in inst.requests] == [tuple(a) for a in theirs[inst.index]]

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import HarnessError
-from harness.prompts import render, render_value, sample_fewshot
+from harness.prompts import FewshotSampler, render, render_value
 
 DOC = {"question": "2+2?", "choices": ["3", "4"], "answer": 1}
 
@@ -33,11 +33,18 @@ def test_templates_cannot_reach_python_internals(template):
         render_value(template, DOC, where="x")
 
 
-def test_fewshot_is_seeded_and_excludes_the_document():
+def test_fewshot_sampler_is_lm_evaluation_harness_draw_for_draw():
+    """api/samplers.py: one Random(seed) for the task; n + 1 drawn and the document dropped when
+    it may be in the pool; first_n takes the pool in order."""
+    import random
+
     pool = [{"id": i} for i in range(10)]
-    a = sample_fewshot(pool, 3, seed=1, exclude_id=4, doc_index=4)
-    b = sample_fewshot(pool, 3, seed=1, exclude_id=4, doc_index=4)
-    assert a == b and all(d["id"] != 4 for d in a)
-    assert [sample_fewshot(pool, 3, seed=s, exclude_id=4, doc_index=4) for s in range(5)] != [a] * 5
-    with pytest.raises(HarnessError, match="only 9 usable"):
-        sample_fewshot(pool, 10, seed=1, exclude_id=0, doc_index=0)
+    sampler = FewshotSampler(pool, sampler="default", seed=1234)
+    rnd = random.Random(1234)
+    assert sampler.sample(3) == rnd.sample(pool, 3)
+    expected = [d for d in rnd.sample(pool, 4) if d != pool[4]][:3]
+    assert sampler.sample(3, eval_doc=pool[4]) == expected and pool[4] not in expected
+    first = FewshotSampler(pool, sampler="first_n", seed=None)
+    assert first.sample(3, eval_doc=pool[1]) == [pool[0], pool[2], pool[3]]
+    with pytest.raises(HarnessError, match="holds only 10"):
+        first.sample(11)
