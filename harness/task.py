@@ -74,7 +74,8 @@ class Task(TaskDocs):
             return Instance(doc_id, index, "loglikelihood", reqs, context, gold, choices=choices)
         target = self.target(doc)
         if c.output_type == "loglikelihood":
-            continuation = delimiter + (str(target).lstrip() if chat is not None else str(target))
+            # lm-evaluation-harness scores doc_to_target as it is here: no target_delimiter
+            continuation = str(target).lstrip() if chat is not None else str(target)
             return Instance(doc_id, index, "loglikelihood", [(context, continuation)], context, target, scored_text=continuation)
         g = c.generation_kwargs
         until = tuple(g.get("until", [c.fewshot_delimiter]))

@@ -5,8 +5,8 @@ documents written here: lm-eval through `datasets` (`dataset_path: json` pointed
 harness through `--data-dir`'s hub layout (DATA_DIR/<dataset_path>/<dataset_name>/<split>.jsonl).
 Contexts and continuations are compared exactly (no tolerance), few-shot seed 1234 (lm-eval's
 default), for: arc_easy (random few-shot from train), mmlu_anatomy (first_n from dev, description),
-hellaswag (`!function process_docs`, with --trust-task-code), gsm8k (generation, 5-shot) and
-gsm8k_cot (inline fewshot_config samples).
+hellaswag (`!function process_docs`, with --trust-task-code), gsm8k (generation, 5-shot),
+gsm8k_cot (inline fewshot_config samples) and lambada_openai (loglikelihood: no target_delimiter).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ CASES = {
                                               "test": [_mmlu(i) for i in range(10, 18)]}, 5),
     "hellaswag": ("Rowan/hellaswag", None, {"train": [_hellaswag(i) for i in range(12)], "validation": [_hellaswag(i) for i in range(20, 28)]}, 2),
     "gsm8k": ("openai/gsm8k", "main", {"train": [_gsm8k(i) for i in range(12)], "test": [_gsm8k(i) for i in range(40, 46)]}, 5),
+    "lambada_openai": ("EleutherAI/lambada_openai", "default", {"test": [{"text": f"the {w} fell and the cat saw the {w}"} for w in WORDS]}, 0),
     "gsm8k_cot": ("openai/gsm8k", "main", {"train": [_gsm8k(i) for i in range(12)], "test": [_gsm8k(i) for i in range(40, 46)]}, 4),
 }
 
