@@ -14,6 +14,7 @@ import hashlib
 import math
 import random
 import re
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +26,18 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from harness.errors import HarnessError
 
 MAX_OUTPUT = 4_000_000  # characters one template may produce (or any string/list it builds)
+MAX_RANGE_ITEMS = 1_000_000  # range() items per rendering: nested loops cannot spin for hours
 _MAX_POWER_BITS = 4096
+_RANGE_BUDGET: ContextVar[list[int]] = ContextVar("range_budget", default=[0])  # set per rendering
+
+
+def _bounded_range(*args: int) -> range:
+    items = range(*args)
+    budget = _RANGE_BUDGET.get()
+    budget[0] -= len(items)
+    if budget[0] < 0:
+        raise SecurityError(f"range() calls of this template exceed {MAX_RANGE_ITEMS:,} items")
+    return items
 
 
 def regex_replace(string: str, pattern: str, repl: str, count: int = 0) -> str:
@@ -70,6 +82,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 _ENV = _Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 _ENV.filters["regex_replace"] = regex_replace
 _ENV.globals.pop("namespace", None)  # mutable state in a template: not needed by any task file
+_ENV.globals["range"] = _bounded_range
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
 
 
@@ -85,6 +98,7 @@ def _compile_expression(expression: str):
 
 def render(template: str, doc: dict[str, Any], *, where: str) -> str:
     """Render a template over a document's fields; `where` names the task file and key for errors."""
+    token = _RANGE_BUDGET.set([MAX_RANGE_ITEMS])
     try:
         compiled = _compile(template)
         parts, size = [], 0
@@ -100,6 +114,8 @@ def render(template: str, doc: dict[str, Any], *, where: str) -> str:
         raise
     except Exception as err:  # noqa: BLE001 - any template failure (syntax, include, 1/0, limits) is the file's
         raise HarnessError(f"{where}: template error: {_one_line(err)}; fix the template") from None
+    finally:
+        _RANGE_BUDGET.reset(token)
 
 
 def apply_template(template: str, doc: dict[str, Any], *, where: str) -> str:
@@ -127,12 +143,15 @@ def render_value(template: Any, doc: dict[str, Any], *, where: str) -> Any:
         return doc[template]
     match = _SINGLE_EXPRESSION.match(template)
     if match and "{{" not in match.group(1) and "{%" not in template:
+        token = _RANGE_BUDGET.set([MAX_RANGE_ITEMS])
         try:
             value = _compile_expression(match.group(1).strip())(**doc)
         except UndefinedError as err:
             raise HarnessError(f"{where}: {_undefined_message(err, doc)}") from None
         except Exception as err:  # noqa: BLE001
             raise HarnessError(f"{where}: template error: {_one_line(err)}; fix the template") from None
+        finally:
+            _RANGE_BUDGET.reset(token)
         if hasattr(value, "_undefined_name"):
             raise HarnessError(f"{where}: {_undefined_message(None, doc, value._undefined_name)}")
         return value

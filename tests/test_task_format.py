@@ -136,6 +136,7 @@ def test_function_on_a_key_lm_eval_does_not_allow_is_refused(tmp_path):
     ("{{ 1/0 }}", "division by zero"),
     ("{% for i in range(90000) %}{{ q * 50 }}{% endfor %}", "exceeds"),
     ("{{ 7 ** 99999 }}", "too large"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "exceed 1,000,000 items"),
     ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "template error"),
 ])
 def test_template_errors_are_one_line_naming_file_and_key(template, message):
