@@ -106,7 +106,7 @@ class TaskConfig:
     process_results: FunctionRef | None = None
     filter_list: list[dict[str, Any]] | None = None
     repeats: int = 1
-    chat_template: str = "auto"
+    chat_template: str = "never"  # as lm-evaluation-harness: plain text unless the file (auto, always) or the run asks
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     metric_list: list[MetricEntry] = field(default_factory=list)
     primary_metric: str | None = None  # what leaderboards rank this task by (default: by output type)

@@ -36,8 +36,8 @@ class RunOptions:
     limit: int | None = None
     seed: int | None = None
     batch_size: int | str = 8
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: str = "auto"  # the backend resolves it: bfloat16 on CUDA, float32 on CPU
+    device: str = "auto"  # CUDA where torch sees a GPU, else CPU
     output_dir: str | None = "runs"
     use_cache: bool = True
     cache_dir: str | None = None
@@ -49,6 +49,13 @@ class RunOptions:
     n_boot: int = 1000
     command: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    # lm-evaluation-harness's run settings, with its meaning. apply_chat_template None: as each
+    # task file says (default off); True/False: on (where the model has a template) or off for all.
+    num_fewshot: int | None = None
+    apply_chat_template: bool | None = None
+    fewshot_as_multiturn: bool = True  # with a chat template: each shot its own user/assistant turn
+    system_instruction: str | None = None
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def slug(text: str) -> str:
@@ -62,7 +69,13 @@ def prepare_tasks(patterns: list[str], options: RunOptions, registry: TaskRegist
     for config, group_limit in registry.select_with_limits(patterns):
         if options.seed is not None:
             config.seed = options.seed
+        if options.num_fewshot is not None:
+            config.num_fewshot = options.num_fewshot
+        if options.gen_kwargs and config.output_type == "generate_until":
+            config.generation_kwargs = {**config.generation_kwargs, **options.gen_kwargs}
         task = Task(config, data_dir=options.data_dir, allow_external_data=options.allow_external_data)
+        task.system_instruction = options.system_instruction or ""
+        task.fewshot_as_multiturn = options.fewshot_as_multiturn
         limit = options.limit if options.limit is not None else group_limit
         if limit is not None:
             task.limit(limit)
@@ -100,7 +113,11 @@ def evaluate(
         "created": started.isoformat(timespec="seconds"), "command": redact(options.command or "") or None,
         "options": {"limit": options.limit, "seed": options.seed, "batch_size": options.batch_size,
                     "dtype": options.dtype, "device": options.device, "n_boot": options.n_boot,
-                    "trust_task_code": options.trust_task_code},
+                    "trust_task_code": options.trust_task_code,
+                    "num_fewshot": options.num_fewshot, "apply_chat_template": options.apply_chat_template,
+                    "fewshot_as_multiturn": options.fewshot_as_multiturn,
+                    "system_instruction": options.system_instruction, "gen_kwargs": options.gen_kwargs,
+                    "model_options": options.model_options},
         "environment": None, "evaluations": [],
     }
     results_path = out_dir / f"{run_id}.json" if out_dir else None
@@ -110,6 +127,8 @@ def evaluate(
             model = load_model(spec, dtype=options.dtype, device=distributed.rank_device(options.device),
                                batch_size=options.batch_size,
                                trust_remote_code=options.trust_remote_code, **options.model_options)
+            if options.apply_chat_template and model.chat_template is None:
+                tqdm.write(f"warning: {spec} has no chat template; its prompts stay plain text", file=sys.stderr)
             entry = {"model": redact_value({**model.info.to_dict(), "fingerprint": model.fingerprint}), "tasks": {}}
             results["evaluations"].append(entry)
             results["environment"] = environment()
@@ -169,7 +188,7 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
     """One task on one model: the task's results record and its per-sample records."""
     t0 = time.perf_counter()
     docs = task.docs()
-    chat = model.apply_chat_template if task.uses_chat(model.chat_template is not None) else None
+    chat = model.apply_chat_template if task.uses_chat(model.chat_template is not None, options.apply_chat_template) else None
     instances = task.build(docs, chat)
     c = task.config
     rolling = {"max_length": c.rolling_max_length, "stride": c.rolling_stride}

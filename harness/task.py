@@ -36,6 +36,10 @@ class Instance:
 class Task(TaskDocs):
     """A task ready to run: its config, documents and metrics."""
 
+    # Run settings (lm-evaluation-harness's --system_instruction and --fewshot_as_multiturn).
+    system_instruction: str = ""
+    fewshot_as_multiturn: bool = True
+
     def __init__(self, config: TaskConfig, *, data_dir: str | None = None, allow_external_data: bool = False):
         super().__init__(config, data_dir=data_dir, allow_external_data=allow_external_data)
         try:
@@ -46,10 +50,14 @@ class Task(TaskDocs):
 
     # -- requests -------------------------------------------------------------------------------
 
-    def uses_chat(self, has_template: bool) -> bool:
+    def uses_chat(self, has_template: bool, requested: bool | None = None) -> bool:
+        """Whether prompts go through the model's chat template: the run's choice when made
+        (--apply-chat-template / --no-chat-template), else the task file's chat_template."""
         mode = self.config.chat_template
         if self.config.output_type == "loglikelihood_rolling":
             return False
+        if requested is not None:
+            return requested and has_template
         return mode == "always" or (mode == "auto" and has_template)
 
     def build(self, docs: Sequence[Doc], chat: ChatFormatter | None) -> list[Instance]:

@@ -314,10 +314,15 @@ class TaskDocs:
         c = self.config
         fc = self.fewshot_settings()
         description = self._resolve_field(doc, c.description, "description") or ""
+        # lm-eval's --system_instruction goes before the description (its maybe_delimit)
+        description = maybe_delimit(getattr(self, "system_instruction", ""), description, c.fewshot_delimiter)
         turns = [self.shot_turn(s, fc) for s in self.shots(index)]
         question = self._question(doc)
         gen_prefix = self.prefix(doc)
         if chat is not None:
+            if not getattr(self, "fewshot_as_multiturn", True):  # lm-eval: shots and question in one user turn
+                messages = chat_messages([], "".join(u + a for u, a in turns) + question, system=description or None)
+                return chat(messages) + (gen_prefix or "")
             shots = [(u.removesuffix(fc.target_delimiter or ""), a.removesuffix(fc.fewshot_delimiter or "").strip()) for u, a in turns]
             return chat(chat_messages(shots, question, system=description or None)) + (gen_prefix or "")
         tail = question + (c.target_delimiter if gen_prefix and requires_delimiter(question, gen_prefix) else "")
