@@ -23,7 +23,10 @@ from harness import taskfile
 from harness.taskfile import load_raw_flagged
 
 INCLUDE_ENV = "HARNESS_INCLUDE_PATH"
-BUILTIN_TASKS = Path(__file__).resolve().parent.parent / "tasks"
+# A wheel carries the repository's tasks/ as harness/_tasks (setup.py); a checkout has them beside
+# the package.
+_PACKAGED_TASKS = Path(__file__).resolve().parent / "_tasks"
+BUILTIN_TASKS = _PACKAGED_TASKS if _PACKAGED_TASKS.is_dir() else Path(__file__).resolve().parent.parent / "tasks"
 GROUP_FIELDS = {"group", "group_alias", "task", "aggregate_metric_list", "metadata"}
 OWN_GROUP_FIELDS = {"about", "limit", "tag"}  # this project's group keys (not task overrides)
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}

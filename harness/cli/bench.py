@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="untimed runs per shape before the timed ones (default: %(default)s)")
     p.add_argument("--load-repetitions", type=_positive_list, default=_DEFAULTS.load_repetitions, metavar="R",
                    help="fresh processes that load each model; load time is their median (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA where torch sees a GPU)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' dtype for hf and scratch (llamacpp runs the file's quantization)")
     p.add_argument("--threads", type=_positive_list, metavar="N",
                    help="CPU threads for torch and llama.cpp (default: torch's default; llama.cpp: the usable cores)")

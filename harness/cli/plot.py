@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.errors import HarnessError
 from harness.report.collect import columns, load_entries
 from harness.report.plots import KINDS, save_plots
 
@@ -27,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     entries = load_entries(args.results)
     cols = columns(entries, args.tasks, args.metrics)
-    for path in save_plots(entries, cols, args.output_dir, args.kind, args.formats, args.prefix):
+    try:
+        paths = save_plots(entries, cols, args.output_dir, args.kind, args.formats, args.prefix)
+    except ModuleNotFoundError as err:
+        if err.name != "matplotlib":
+            raise
+        raise HarnessError('harness plot needs matplotlib: pip install "harness-lm[plots]"') from None
+    for path in paths:
         print(path)
     return 0

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--name", help="the model id clients use (default: the model's name)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights' dtype (default auto: bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA where torch sees a GPU)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size of the backend (default 8)")
     parser.add_argument("--parallel", type=int, default=None, metavar="N",
                         help="model calls at once (default 4 for hf; other backends take one at a time)")
