@@ -4,15 +4,12 @@ chunk as soon as it is done (so an interrupted run resumes where it stopped)."""
 from __future__ import annotations
 
 import inspect
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm import tqdm
-
-from harness import distributed
+from harness import distributed, progress
 from harness.cache import ResponseCache
 from harness.models.base import LanguageModel
 from harness.requests import GenerateRequest, request_key
@@ -94,8 +91,7 @@ def execute(
     chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     counter = getattr(model, "count_tokens", None)
     tokens = 0 if counter else None
-    bar = tqdm(total=len(missing), desc=label, unit="req", file=sys.stderr, dynamic_ncols=True,
-               disable=not missing or not distributed.is_main(), mininterval=1.0, leave=False)
+    bar = progress.bar(len(missing), label, "req", disable=not missing or not distributed.is_main())
     try:
         for chunk in chunks:
             todo = [k for k in chunk if k not in answers]

@@ -5,16 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from harness import distributed
+from harness import distributed, progress
 from harness.cache import ResponseCache, set_cache_dir
 from harness.errors import HarnessError
 from harness.execute import execute
@@ -122,13 +119,20 @@ def evaluate(
     }
     results_path = out_dir / f"{run_id}.json" if out_dir else None
     cache = ResponseCache() if options.use_cache and main else None
+    suite = progress.SuiteProgress(len(models) * len(selected), disable=not main)
     try:
         for spec in models:
+            if main:
+                progress.write(f"loading {spec} ...")
+            loading = time.perf_counter()
             model = load_model(spec, dtype=options.dtype, device=distributed.rank_device(options.device),
                                batch_size=options.batch_size,
                                trust_remote_code=options.trust_remote_code, **options.model_options)
+            if main:
+                progress.write(f"loaded {model.info.spec} in {progress.duration(time.perf_counter() - loading)} "
+                               f"({model.info.device}, {model.info.dtype})")
             if options.apply_chat_template and model.chat_template is None:
-                tqdm.write(f"warning: {spec} has no chat template; its prompts stay plain text", file=sys.stderr)
+                progress.write(f"warning: {spec} has no chat template; its prompts stay plain text")
             entry = {"model": redact_value({**model.info.to_dict(), "fingerprint": model.fingerprint}), "tasks": {}}
             results["evaluations"].append(entry)
             results["environment"] = environment()
@@ -143,10 +147,12 @@ def evaluate(
                     write_json(results_path, results)
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
+                suite.task_done(f"{model.info.spec} | {task.name}")
             entry["groups"] = group_aggregates(entry["tasks"], groups, plans)
             entry["model"].update(redact_value(model.info.to_dict()))  # counters kept while running (api: retries)
             model.close()
     finally:
+        suite.close()
         if cache:
             cache.close()
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -235,6 +241,6 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
             row.setdefault("stats", {})[metric.name] = stat
         rows.append(row)
     summary = ", ".join(f"{n} {m['value']:.4g}" for n, m in metrics.items() if m["value"] is not None)
-    tqdm.write(f"{model.info.spec} | {task.name}: {summary} ({len(samples)} docs, "
-               f"{exec_stats.n_computed} computed, {exec_stats.n_cached} cached, {total:.1f}s)", file=sys.stderr)
+    progress.write(f"{model.info.spec} | {task.name}: {summary} ({len(samples)} docs, "
+                   f"{exec_stats.n_computed} computed, {exec_stats.n_cached} cached, {total:.1f}s)")
     return record, rows
