@@ -17,12 +17,14 @@ from harness.errors import HarnessError
 from harness.redact import RedactingFilter, redact
 
 # The subcommands in the order `harness --help` lists them: name -> module in this package.
-COMMANDS = ("run", "tasks", "models", "show", "score", "report", "leaderboard", "compare", "plot", "view", "bench", "serve")
+COMMANDS = ("run", "tasks", "models", "show", "score", "report", "leaderboard", "compare", "plot", "view", "bench",
+            "serve", "export", "import")
+_MODULES = {"import": "import_results"}  # `import` cannot be a module name
 
 
 def command_module(name: str):
     """The module implementing `harness NAME`."""
-    return importlib.import_module(f"harness.cli.{name}")
+    return importlib.import_module(f"harness.cli.{_MODULES.get(name, name)}")
 
 
 def build_parser() -> Parser:
