@@ -34,10 +34,18 @@ def sanitize_model_name(name: str) -> str:
     return re.sub(r"[\"<>:/|\\?*\[\]]+", "__", name)
 
 
-def metric_key(metric: str, suffix: str = "") -> str:
-    """'acc' -> 'acc,none'; a filtered 'exact_match,strict-match' keeps its filter."""
-    name, _, filter_name = metric.partition(",")
+def metric_key(name: str, filter_name: str | None, suffix: str = "") -> str:
+    """lm-eval's key: ('acc', None) -> 'acc,none'; ('exact_match', 'strict-match') -> 'exact_match,strict-match'."""
     return f"{name}{suffix},{filter_name or 'none'}"
+
+
+def _split(key: str) -> tuple[str, str | None]:
+    """A group metric's key, `name`, `name,filter` or `name[filter]`."""
+    if key.endswith("]") and "[" in key:
+        name, _, rest = key.partition("[")
+        return name, rest[:-1]
+    name, _, filter_name = key.partition(",")
+    return name, filter_name or None
 
 
 def _date_id(created: str | None) -> str:
@@ -81,9 +89,9 @@ def sample_record(task: TaskView, index: int, s: SampleView) -> dict[str, Any]:
 
 def task_block(task: TaskView) -> dict[str, Any]:
     block: dict[str, Any] = {"name": task.name, "alias": task.name, "sample_len": task.n_samples}
-    for metric, m in task.metrics.items():
-        block[metric_key(metric)] = m.value
-        block[metric_key(metric, "_stderr")] = "N/A" if m.stderr is None else m.stderr
+    for m in task.metrics.values():
+        block[metric_key(m.name, m.filter)] = m.value
+        block[metric_key(m.name, m.filter, "_stderr")] = "N/A" if m.stderr is None else m.stderr
     return block
 
 
@@ -95,7 +103,7 @@ def results_document(run: RunView, model: ModelView, samples: dict[str, list[dic
     seed = opts.get("seed") if opts.get("seed") is not None else (seeds[0] if seeds else None)
     sizes = {t.name: t.n_samples for t in model.tasks}
     groups = {g: {"name": g, "alias": g, "sample_len": sum(sizes.get(t, 0) for t in members["tasks"]),
-                  **{metric_key(k): v for k, v in members.items() if k != "tasks"}}
+                  **{metric_key(*_split(k)): v for k, v in members.items() if k != "tasks"}}
               for g, members in model.groups.items()}
     model_args = f"pretrained={model.name}" + "".join(f",{k}={v}" for k, v in (opts.get("model_options") or {}).items())
     started = dt.datetime.fromisoformat(run.created).timestamp() if run.created else None
@@ -107,8 +115,7 @@ def results_document(run: RunView, model: ModelView, samples: dict[str, list[dic
         "configs": {t.name: t.config for t in model.tasks},
         "versions": {t.name: (t.config.get("metadata") or {}).get("version") for t in model.tasks},
         "n-shot": {t.name: int(t.config.get("num_fewshot") or 0) for t in model.tasks},
-        "higher_is_better": {t.name: {k.partition(",")[0]: m.higher_is_better for k, m in t.metrics.items()}
-                             for t in model.tasks},
+        "higher_is_better": {t.name: {m.name: m.higher_is_better for m in t.metrics.values()} for t in model.tasks},
         "n-samples": {t.name: {"original": t.n_samples, "effective": t.n_samples} for t in model.tasks},
         "config": {
             "model": model.backend, "model_args": model_args, "model_num_parameters": model.n_params,

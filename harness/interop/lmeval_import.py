@@ -21,6 +21,15 @@ from harness.results import SCHEMA_VERSION, atomic_write_text
 Z95 = 1.959963984540054
 
 
+def _key(name: str, filter_name: str | None) -> str:
+    """The key our results file gives a metric (the typed results model's, where it has one)."""
+    try:
+        from harness.results import metric_key
+    except ImportError:
+        return name if filter_name is None else f"{name},{filter_name}"
+    return metric_key(name, filter_name)
+
+
 def _metrics(block: dict[str, Any], higher: dict[str, Any], n: int | None) -> dict[str, Any]:
     """lm-eval's {'acc,none': v, 'acc_stderr,none': se} -> ours {'acc': {value, stderr, ci_low, ...}}."""
     out = {}
@@ -30,9 +39,9 @@ def _metrics(block: dict[str, Any], higher: dict[str, Any], n: int | None) -> di
             continue
         stderr = block.get(f"{name}_stderr,{filter_name}")
         stderr = float(stderr) if isinstance(stderr, (int, float)) else None
-        ours = name if filter_name == "none" else f"{name},{filter_name}"
-        out[ours] = {
-            "value": float(value), "stderr": stderr,
+        filter_or_none = None if filter_name == "none" else filter_name
+        out[_key(name, filter_or_none)] = {
+            "name": name, "filter": filter_or_none, "value": float(value), "stderr": stderr,
             "ci_low": None if stderr is None else float(value) - Z95 * stderr,
             "ci_high": None if stderr is None else float(value) + Z95 * stderr,
             "n": n, "higher_is_better": bool(higher.get(name, True)), "ci": "normal from lm-eval stderr",
@@ -45,7 +54,7 @@ def _samples(folder: Path, task: str) -> Path | None:
     return found[-1] if found else None
 
 
-def _convert_samples(path: Path, metrics: list[str]) -> list[dict[str, Any]]:
+def _convert_samples(path: Path, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """lm-eval writes one row per (document, filter); ours is one row per document, metrics keyed
     `metric` (filter none) or `metric,filter`. Per-sample statistics are kept for pairing only
     where every one is a number (lm-eval's corpus metrics log (reference, prediction) pairs)."""
@@ -62,10 +71,9 @@ def _convert_samples(path: Path, metrics: list[str]) -> list[dict[str, Any]]:
         prompt = first.get("arg_0", "") if isinstance(first, dict) else (first[0] if first else "")
         doc = str(s.get("doc_id"))
         row = by_doc.setdefault(doc, {"doc_id": doc, "prompt": prompt, "target": s.get("target"), "scores": {}})
-        for metric in metrics:
-            base, _, filter_name = metric.partition(",")
-            if (filter_name or "none") == s.get("filter", "none") and base in s:
-                row["scores"][metric] = s[base]
+        for key, m in metrics.items():
+            if (m["filter"] or "none") == s.get("filter", "none") and m["name"] in s:
+                row["scores"][key] = s[m["name"]]
     rows = list(by_doc.values())
     numeric = all(isinstance(v, (int, float)) for r in rows for v in r["scores"].values())
     for row in rows:
@@ -101,7 +109,7 @@ def import_lmeval(path: str | Path, out_dir: str | Path) -> Path:
         samples = _samples(path.parent, task)
         if samples is not None:
             rel = Path(run_id) / f"{task}.jsonl"
-            rows = _convert_samples(samples, list(metrics))
+            rows = _convert_samples(samples, metrics)
             atomic_write_text(out / rel, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             record["samples_file"] = str(rel)
         tasks[task] = record

@@ -16,6 +16,8 @@ from harness.results import load_results
 
 @dataclass
 class MetricView:
+    name: str
+    filter: str | None  # the response filter it was scored after (lm-eval's filter_list), if any
     value: float | None
     stderr: float | None
     n: int | None
@@ -72,6 +74,8 @@ def read_run(path: str | Path) -> RunView:
     """The results file of `harness run` at `path` (HarnessError for a benchmark file or bad data)."""
     path = Path(path)
     data = load_results(path)
+    if hasattr(data, "to_dict"):  # the typed results model
+        data = data.to_dict()
     if data.get("kind", "evaluation") != "evaluation":
         raise HarnessError(f"{path}: a {data.get('kind')} results file; only `harness run` results export")
     env = data.get("environment") or {}
@@ -81,7 +85,8 @@ def read_run(path: str | Path) -> RunView:
         m = evaluation["model"]
         tasks = []
         for name, t in evaluation.get("tasks", {}).items():
-            metrics = {k: MetricView(v.get("value"), v.get("stderr"), v.get("n"), bool(v.get("higher_is_better", True)))
+            metrics = {k: MetricView(*_name_filter(k, v), v.get("value"), v.get("stderr"), v.get("n"),
+                                     bool(v.get("higher_is_better", True)))
                        for k, v in t.get("metrics", {}).items()}
             rel = t.get("samples_file")
             tasks.append(TaskView(name, dict(t.get("config") or {}), int(t.get("n_samples") or 0),
@@ -95,6 +100,13 @@ def read_run(path: str | Path) -> RunView:
                                 groups))
     return RunView(path, data.get("created"), data.get("command"), dict(data.get("options") or {}),
                    env.get("git_commit"), packages if isinstance(packages, dict) else {}, models)
+
+
+def _name_filter(key: str, record: dict[str, Any]) -> tuple[str, str | None]:
+    if "name" in record:
+        return record["name"], record.get("filter")
+    name, _, filter_name = key.partition(",")  # results files that key a filtered metric `name,filter`
+    return name, filter_name or None
 
 
 def read_samples(path: Path) -> list[SampleView]:
