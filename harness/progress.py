@@ -36,6 +36,14 @@ def write(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def announce(message: str) -> None:
+    """A line saying a slow step starts (`loading MODEL ...`), for a terminal only: in a log the
+    line that follows it says how long it took, and a mistake found at once (an unknown model)
+    stays a one-line error for scripts and CI."""
+    if mode() == "bar":
+        write(message)
+
+
 def duration(seconds: float) -> str:
     """12.3 s, 4m05s, 1h02m."""
     if seconds < 60:

@@ -122,9 +122,9 @@ def evaluate(
     suite = progress.SuiteProgress(len(models) * len(selected), disable=not main)
     try:
         for spec in models:
-            if main:
-                progress.write(f"loading {spec} ...")
             loading = time.perf_counter()
+            if main:
+                progress.announce(f"loading {spec} ...")
             model = load_model(spec, dtype=options.dtype, device=distributed.rank_device(options.device),
                                batch_size=options.batch_size,
                                trust_remote_code=options.trust_remote_code, **options.model_options)

@@ -11,6 +11,15 @@ from harness import progress
 from tests.conftest import REPO
 
 
+def test_announce_in_a_terminal_only(monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_PROGRESS", "plain")
+    progress.announce("loading m ...")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("HARNESS_PROGRESS", "bar")
+    progress.announce("loading m ...")
+    assert capsys.readouterr().err == "loading m ...\n"
+
+
 def test_plain_progress_lines(monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_PROGRESS", "plain")
     bar = progress.PlainProgress(10, "model | task", "req", interval=0.0)
@@ -33,8 +42,8 @@ def test_a_run_logged_to_a_file_has_one_message_per_line(tmp_path):
     text = log.read_text()
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
-    assert lines[0] == "loading scratch:smollm2-135m ..."
-    assert lines[1].startswith("loaded scratch:smollm2-135m in ") and ("(cpu, " in lines[1] or "(cuda" in lines[1])
+    # no "loading ..." line in a log: the "loaded ... in" line says it (and a bad spec stays a one-line error)
+    assert lines[0].startswith("loaded scratch:smollm2-135m in ") and ("(cpu, " in lines[0] or "(cuda" in lines[0])
     summaries = [line for line in lines if line.startswith("scratch:smollm2-135m | ")]
     assert [s.split(":")[1].split("|")[1].strip() for s in summaries] == ["knowledge_mc", "lm_en"]
     suite = [line for line in lines if line.startswith("suite: ")]
