@@ -52,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
     )
     results = evaluate(args.models, args.tasks, options)
     print(results_table(results))
-    if results.get("path"):
-        print(f"\nresults: {results['path']}")
+    if results.path:
+        print(f"\nresults: {results.path}")
     return 0
