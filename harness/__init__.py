@@ -1,13 +1,41 @@
 """An evaluation and benchmarking harness for language models.
 
     import harness
-    results = harness.evaluate(["smollm2-135m"], ["core"])
+    results = harness.evaluate(["smollm2-135m"], ["core"])   # a harness.RunResults
+    results.records()                                          # one dict per model x task x metric
+    results.to_pandas()                                        # the same as a DataFrame (needs pandas)
+
+Importing the package is cheap: the runner, the backends and torch load when first used.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from harness.errors import HarnessError
-from harness.runner import RunOptions, evaluate
+from harness.results import (GroupMetric, GroupResult, MetricResult, ModelEvaluation, ModelRecord, RunResults,
+                             SampleRecord, TaskResult, load_results)
+
+if TYPE_CHECKING:
+    from harness.runner import RunOptions
 
 __version__ = "0.1.0"
+
+
+def evaluate(models: list[str] | str | None = None, tasks: list[str] | str | None = None,
+             options: RunOptions | None = None, **kwargs: Any) -> RunResults:
+    """Evaluate each model on each task (see `harness.runner.evaluate`); returns the typed results."""
+    from harness.runner import evaluate as _evaluate
+
+    return _evaluate(models, tasks, options, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunOptions":  # the runner's options, without importing the runner up front
+        from harness.runner import RunOptions
+
+        return RunOptions
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")
 
 
 def load_task(name: str, include_paths: list[str] | None = None, *, trust_task_code: bool = False,
@@ -28,4 +56,6 @@ def load_model(spec: str, **options):
     return _load(spec, **options)
 
 
-__all__ = ["HarnessError", "RunOptions", "evaluate", "load_model", "load_task", "__version__"]
+__all__ = ["GroupMetric", "GroupResult", "HarnessError", "MetricResult", "ModelEvaluation", "ModelRecord",
+           "RunOptions", "RunResults", "SampleRecord", "TaskResult", "evaluate", "load_model", "load_results",
+           "load_task", "__version__"]

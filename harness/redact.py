@@ -25,7 +25,9 @@ _PATTERNS = [
     # --api-key=VALUE
     (re.compile(rf"(--(?:\w+[-_])*{SECRET_NAMES}=)\S+", re.IGNORECASE), rf"\1{MASK}"),
     (re.compile(r"(\bBearer\s+)[^\s\"']+", re.IGNORECASE), rf"\1{MASK}"),
-    (re.compile(r"\b(sk|hf|ghp|gho|xox[abp])[-_][A-Za-z0-9_-]{12,}"), rf"\1-{MASK}"),
+    # provider key shapes, each with its own separator (hf_, not the hf- of a file name), at
+    # least 20 characters, so task and model file names are not taken for keys
+    (re.compile(r"\b(sk-|hf_|ghp_|gho_|xox[abp]-)[A-Za-z0-9_-]{20,}"), rf"\1{MASK}"),
 ]
 _SECRET_FLAG = re.compile(rf"^--(?:\w+[-_])*{SECRET_NAMES}$", re.IGNORECASE)
 

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
 from harness import distributed, progress
-from harness.cache import ResponseCache, set_cache_dir
+from harness.cache import ResponseCache
 from harness.errors import HarnessError
 from harness.execute import execute
 from harness.metrics.stats import summarize
 from harness.models import load_model
 from harness.redact import redact, redact_value
 from harness.registry import TaskRegistry
-from harness.results import SCHEMA_VERSION, environment, write_json, write_jsonl
+from harness.preflight import check_model_specs, reserve_run
+from harness.results import (GroupMetric, GroupResult, MetricResult, ModelEvaluation, ModelRecord, RunResults,
+                             TaskResult, environment, write_jsonl)
+from harness.storage import slug
 from harness.task import Task
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,6 @@ class RunOptions:
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "x"
-
-
 def prepare_tasks(patterns: list[str], options: RunOptions, registry: TaskRegistry | None = None) -> list[Task]:
     """Select, load and check every task (data, templates, gold fields) before any model loads."""
     registry = registry or TaskRegistry(options.include_paths, trust_task_code=options.trust_task_code)
@@ -86,39 +85,46 @@ def evaluate(
     tasks: list[str] | str | None = None,
     options: RunOptions | None = None,
     *,
-    on_task_done: Callable[[str, str, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Evaluate each model on each task; returns the results object (also written to disk
-    unless options.output_dir is None)."""
+    on_task_done: Callable[[str, str, TaskResult], None] | None = None,
+) -> RunResults:
+    """Evaluate each model on each task; returns the typed results (also written to disk, to
+    `results.path`, unless options.output_dir is None).
+
+    Before any model loads, every task is loaded and checked, every model spec is checked, and
+    the run id is reserved in a usable output folder. The results file is written (first
+    exclusively) after every task; if the run fails after a task finished, it is left marked
+    partial with the error, and the error is raised; a run that computed nothing leaves nothing."""
     options = options or RunOptions()
     models = [models] if isinstance(models, str) else list(models or [DEFAULT_MODEL])
     patterns = [tasks] if isinstance(tasks, str) else list(tasks or DEFAULT_TASKS)
     if options.limit is not None and options.limit < 1:
         raise HarnessError("--limit must be at least 1")
-    if options.cache_dir:
-        set_cache_dir(options.cache_dir)
     registry = TaskRegistry(options.include_paths, trust_task_code=options.trust_task_code)
     selected = prepare_tasks(patterns, options, registry)
     groups = registry.groups_of([t.name for t in selected])
     plans = registry.group_plans([t.name for t in selected])
+    check_model_specs(models)
     started = dt.datetime.now(dt.timezone.utc)
-    run_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in models))
+    base_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in models))
+    results = RunResults(
+        run_id=base_id, kind="evaluation", status="running", created=started.isoformat(timespec="seconds"),
+        command=redact(options.command or "") or None,
+        options={"limit": options.limit, "seed": options.seed, "batch_size": options.batch_size,
+                 "dtype": options.dtype, "device": options.device, "n_boot": options.n_boot,
+                 "trust_task_code": options.trust_task_code, "use_cache": options.use_cache,
+                 "num_fewshot": options.num_fewshot, "apply_chat_template": options.apply_chat_template,
+                 "fewshot_as_multiturn": options.fewshot_as_multiturn,
+                 "system_instruction": options.system_instruction, "gen_kwargs": options.gen_kwargs,
+                 "model_options": options.model_options},
+    )
     main = distributed.is_main()  # under torchrun only rank 0 reads the cache and writes files
-    out_dir = Path(options.output_dir) if options.output_dir and main else None
-    results: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": run_id,
-        "created": started.isoformat(timespec="seconds"), "command": redact(options.command or "") or None,
-        "options": {"limit": options.limit, "seed": options.seed, "batch_size": options.batch_size,
-                    "dtype": options.dtype, "device": options.device, "n_boot": options.n_boot,
-                    "trust_task_code": options.trust_task_code,
-                    "num_fewshot": options.num_fewshot, "apply_chat_template": options.apply_chat_template,
-                    "fewshot_as_multiturn": options.fewshot_as_multiturn,
-                    "system_instruction": options.system_instruction, "gen_kwargs": options.gen_kwargs,
-                    "model_options": options.model_options},
-        "environment": None, "evaluations": [],
-    }
-    results_path = out_dir / f"{run_id}.json" if out_dir else None
-    cache = ResponseCache() if options.use_cache and main else None
+    folder = None
+    if options.output_dir and main:
+        folder = reserve_run(options.output_dir, base_id)
+        results.run_id, results.path = folder.run_id, folder.results_path
+    cache = None
+    if options.use_cache and main:
+        cache = ResponseCache(Path(options.cache_dir).expanduser() / "responses.sqlite" if options.cache_dir else None)
     suite = progress.SuiteProgress(len(models) * len(selected), disable=not main)
     try:
         for spec in models:
@@ -133,65 +139,85 @@ def evaluate(
                                f"({model.info.device}, {model.info.dtype})")
             if options.apply_chat_template and model.chat_template is None:
                 progress.write(f"warning: {spec} has no chat template; its prompts stay plain text")
-            entry = {"model": redact_value({**model.info.to_dict(), "fingerprint": model.fingerprint}), "tasks": {}}
-            results["evaluations"].append(entry)
-            results["environment"] = environment()
+            entry = ModelEvaluation(ModelRecord.from_dict(
+                redact_value({**model.info.to_dict(), "fingerprint": model.fingerprint})))
+            results.evaluations.append(entry)
+            results.environment = environment()
             for task in selected:
                 record, samples = run_task(model, task, cache=cache, options=options)
-                if out_dir:
-                    rel = Path(run_id) / f"{slug(model.info.spec)}__{task.name}.jsonl"
-                    write_jsonl(out_dir / rel, samples)
-                    record["samples_file"] = str(rel)
-                entry["tasks"][task.name] = record
-                if results_path:
-                    write_json(results_path, results)
+                if folder:
+                    record.samples_file = folder.samples_file(model.info.spec, task.name)
+                    write_jsonl(folder.root / record.samples_file, samples)
+                entry.tasks[task.name] = record
+                if folder:
+                    folder.save(results.to_dict())
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
                 suite.task_done(f"{model.info.spec} | {task.name}")
-            entry["groups"] = group_aggregates(entry["tasks"], groups, plans)
-            entry["model"].update(redact_value(model.info.to_dict()))  # counters kept while running (api: retries)
+            entry.groups = group_aggregates(entry.tasks, groups, plans)
+            # counters kept while running (api: retries)
+            entry.model = ModelRecord.from_dict({**entry.model.to_dict(), **redact_value(model.info.to_dict())})
             model.close()
+    except BaseException as err:
+        results.status = "partial"
+        results.error = _describe(err)
+        if folder and not any(e.tasks for e in results.evaluations):
+            folder.discard()  # nothing computed: nothing to keep
+        elif folder:
+            folder.save(results.to_dict())
+            if isinstance(err, HarnessError):
+                raise HarnessError(f"{err} (the results so far are in {folder.results_path}, marked partial)") from None
+        raise
     finally:
         suite.close()
         if cache:
             cache.close()
-    results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if results_path:
-        write_json(results_path, results)
-        results["path"] = str(results_path)
+    results.status = "complete"
+    results.finished = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if folder:
+        folder.save(results.to_dict())
     return results
 
 
-def group_aggregates(tasks: dict[str, Any], groups: dict[str, list[str]], plans: dict[str, Any] | None = None) -> dict[str, Any]:
+def _describe(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    text = str(err).splitlines()[0] if str(err) else ""
+    return text if isinstance(err, HarnessError) else f"{type(err).__name__}: {text}".rstrip(": ")
+
+
+def group_aggregates(tasks: dict[str, TaskResult], groups: dict[str, list[str]],
+                     plans: dict[str, Any] | None = None) -> dict[str, GroupResult]:
     """Per group (or tag) whose members all ran: a group file's aggregate_metric_list as
     lm-evaluation-harness computes it (harness.groups); otherwise each metric shared by two or
     more members, averaged over the members weighted by their sample counts, members named."""
     from harness.groups import group_scores
 
-    out: dict[str, Any] = {}
+    out: dict[str, GroupResult] = {}
     for name, members in sorted(groups.items()):
         if plans and name in plans and plans[name].aggregate:
-            scores = group_scores(name, plans, tasks)
+            scores = group_scores(name, plans, {k: t.to_dict() for k, t in tasks.items()})
             if scores:
-                out[name] = scores
+                out[name] = GroupResult.from_dict(name, scores)
             continue
-        metrics: dict[str, Any] = {}
-        names = {m for t in members for m in tasks[t]["metrics"]}
-        for metric in sorted(names):
-            have = [t for t in members if tasks[t]["metrics"].get(metric, {}).get("value") is not None]
+        metrics: dict[str, GroupMetric] = {}
+        keys = {k for t in members for k in tasks[t].metrics}
+        for key in sorted(keys):
+            have = [t for t in members if (m := tasks[t].metrics.get(key)) is not None and m.value is not None]
             if len(have) < 2:
                 continue
-            weights = [tasks[t]["metrics"][metric]["n"] for t in have]
-            value = sum(tasks[t]["metrics"][metric]["value"] * w for t, w in zip(have, weights)) / sum(weights)
-            metrics[metric] = {"value": value, "tasks": have, "n": sum(weights),
-                               "higher_is_better": tasks[have[0]]["metrics"][metric]["higher_is_better"]}
+            found = [tasks[t].metrics[key] for t in have]
+            weights = [m.n for m in found]
+            value = sum(m.value * w for m, w in zip(found, weights)) / sum(weights)
+            metrics[key] = GroupMetric(found[0].name, value, n=sum(weights), higher_is_better=found[0].higher_is_better,
+                                       filter=found[0].filter, tasks=have)
         if metrics:
-            out[name] = metrics
+            out[name] = GroupResult(name, metrics)
     return out
 
 
-def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOptions) -> tuple[dict[str, Any], list[dict]]:  # noqa: ANN001
-    """One task on one model: the task's results record and its per-sample records."""
+def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOptions) -> tuple[TaskResult, list[dict]]:  # noqa: ANN001
+    """One task on one model: the task's typed result and its per-sample records."""
     t0 = time.perf_counter()
     docs = task.docs()
     chat = model.apply_chat_template if task.uses_chat(model.chat_template is not None, options.apply_chat_template) else None
@@ -203,28 +229,26 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
     t1 = time.perf_counter()
     samples = [task.sample(inst, resp) for inst, resp in zip(instances, responses)]
     seed = c.seed if options.seed is None else options.seed
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, MetricResult] = {}
     per_sample: dict[str, list[Any]] = {}
     for metric in task.metrics:
         stats = metric.sample_stats(samples)
         value = summarize(metric, stats, n_boot=options.n_boot, seed=seed)
-        metrics[metric.name] = {**value.to_dict(), "signature": metric.signature()}
+        metrics[metric.name] = MetricResult(metric.name, **value.to_dict(), signature=metric.signature())
         per_sample[metric.name] = stats
     t2 = time.perf_counter()
     from harness.prompts import template_hash
 
     prompt_hash = template_hash(*(repr(inst.requests) for inst in instances))
     total = t2 - t0
-    record = {
-        "config": c.to_dict(), "n_samples": len(samples), "chat_template": chat is not None,
-        "data_hash": task.data_hash(docs), "prompt_hash": prompt_hash, "template_hash": task.template_hash(),
-        "metrics": metrics,
+    record = TaskResult(
+        task.name, metrics, n_samples=len(samples), config=c.to_dict(), chat_template=chat is not None,
+        data_hash=task.data_hash(docs), prompt_hash=prompt_hash, template_hash=task.template_hash(),
+        timing={**exec_stats.to_dict(), "total_seconds": round(total, 3), "metric_seconds": round(t2 - t1, 3),
+                "metric_share": round((t2 - t1) / total, 4) if total > 0 else None},
         # Task code that ran for these numbers (--trust-task-code): file -> sha256.
-        "task_code": dict(sorted(task.code_files.items())) or None,
-        "notes": list(c.notes) or None,
-        "timing": {**exec_stats.to_dict(), "total_seconds": round(total, 3), "metric_seconds": round(t2 - t1, 3),
-                   "metric_share": round((t2 - t1) / total, 4) if total > 0 else None},
-    }
+        other={"task_code": dict(sorted(task.code_files.items())) or None, "notes": list(c.notes) or None},
+    )
     rows = []
     for inst, sample, resp in zip(instances, samples, responses):
         row = {"doc_id": inst.doc_id, "prompt": inst.context, "target": inst.target}
@@ -240,7 +264,7 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
             row["scores"][metric.name] = metric.sample_score(stat)
             row.setdefault("stats", {})[metric.name] = stat
         rows.append(row)
-    summary = ", ".join(f"{n} {m['value']:.4g}" for n, m in metrics.items() if m["value"] is not None)
+    summary = ", ".join(f"{n} {m.value:.4g}" for n, m in metrics.items() if m.value is not None)
     progress.write(f"{model.info.spec} | {task.name}: {summary} ({len(samples)} docs, "
                    f"{exec_stats.n_computed} computed, {exec_stats.n_cached} cached, {total:.1f}s)")
     return record, rows

@@ -5,6 +5,7 @@ A pytest plugin (entry point `pytest11: harness = "harness.testing"`) with a fix
 
     --harness-update-baseline   (re)write stored baseline results files instead of failing on them
     --harness-update-golden     (re)write golden greedy-output snapshots instead of failing on them
+    --harness-use-stale-cache   reuse cached responses (by default every check computes its answers)
 
     def test_quality(harness_regression):
         harness_regression.assert_no_regression("smollm2-135m", ["knowledge_mc"], limit=16,
@@ -16,6 +17,10 @@ A pytest plugin (entry point `pytest11: harness = "harness.testing"`) with a fix
 The helpers below work without pytest too: `run_evaluation`, `store_baseline`,
 `assert_no_regression`, `greedy_outputs`, `assert_golden`. Failures raise `AssertionError`
 (pytest shows the message), and the message says how to update the stored file.
+
+The plugin loads in every pytest session of an environment where the harness is installed, so
+this module imports nothing heavy at import time: the runner and the comparison load when a
+test first uses them.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.report.compare import Comparison, Thresholds, compare_files
-from harness.results import load_results, write_json
+if TYPE_CHECKING:
+    from harness.report.compare import Comparison
 
 try:
     import pytest
@@ -38,32 +43,40 @@ except ImportError:  # the helpers work without pytest
 
 
 def run_evaluation(model: str, tasks: Sequence[str] | str, output_dir: str | Path, *, limit: int | None = None,
-                   include_paths: Sequence[str] = (), **options: Any) -> Path:
-    """Run `harness run` in-process; returns the results file."""
+                   include_paths: Sequence[str] = (), use_stale_cache: bool = False, **options: Any) -> Path:
+    """Run `harness run` in-process; returns the results file.
+
+    A regression check must compute what it checks, so the response cache is neither read nor
+    written unless `use_stale_cache=True`: cached answers would hide a change to a backend, a
+    tokenizer or a library that the cache key does not see."""
     from harness.runner import RunOptions, evaluate
 
+    options.setdefault("use_cache", use_stale_cache)
     opts = RunOptions(limit=limit, output_dir=str(output_dir), include_paths=list(include_paths), **options)
     results = evaluate([model], [tasks] if isinstance(tasks, str) else list(tasks), opts)
-    return Path(results["path"])
+    return Path(results.path)
 
 
 def store_baseline(results: str | Path, baseline: str | Path) -> Path:
     """Copy a results file and its per-sample files to `baseline` (samples beside it, in <stem>.samples/)."""
+    from harness.errors import HarnessError
+    from harness.results import load_results
+
     results, baseline = Path(results), Path(baseline)
     data = load_results(results)
     folder = baseline.parent / f"{baseline.stem}.samples"
     if folder.exists():
         shutil.rmtree(folder)
-    for evaluation in data["evaluations"]:
-        for task in evaluation["tasks"].values():
-            if task.get("samples_file"):
-                source = results.parent / task["samples_file"]
-                target = folder / Path(task["samples_file"]).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                task["samples_file"] = f"{folder.name}/{target.name}"
-    data.pop("path", None)
-    write_json(baseline, data)
+    for _, task in data.tasks():
+        if task.samples_file:
+            source = task.samples_path(results.parent)
+            if source is None:
+                raise HarnessError(f"{results}: samples file {task.samples_file!r} lies outside the results folder")
+            target = folder / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            task.samples_file = f"{folder.name}/{target.name}"
+    data.save(baseline)
     return baseline
 
 
@@ -73,6 +86,7 @@ def assert_no_regression(baseline: str | Path, candidate: str | Path, *, alpha: 
                          n_resamples: int = 1000) -> Comparison:
     """Fail (AssertionError) if any metric regressed significantly or vanished; returns the comparison.
     Thresholds: a number for every metric, or {"metric" or "task/metric": number}."""
+    from harness.report.compare import Thresholds, compare_files
     from harness.report.compare_render import render_comparison
 
     thresholds = Thresholds(alpha, _table(absolute), _table(relative))
@@ -93,29 +107,32 @@ def _table(value: Mapping[str, float] | float | None) -> dict[str, float]:
 
 def greedy_outputs(results: str | Path, task: str, model: str | None = None) -> dict[str, str]:
     """doc id -> generated text of a generate_until task in a results file (refusing sampled decoding)."""
+    from harness.results import load_results
+
     results = Path(results)
     data = load_results(results)
-    for evaluation in data["evaluations"]:
-        if model not in (None, evaluation["model"].get("spec"), evaluation["model"].get("name")):
+    for evaluation in data.evaluations:
+        if model not in (None, evaluation.model.spec, evaluation.model.name):
             continue
-        record = evaluation["tasks"].get(task)
+        record = evaluation.tasks.get(task)
         if record is None:
             continue
-        kwargs = (record.get("config") or {}).get("generation_kwargs") or {}
+        kwargs = (record.config or {}).get("generation_kwargs") or {}
         if kwargs.get("do_sample") and float(kwargs.get("temperature", 1.0) or 0) > 0:
             raise AssertionError(f"{task}: golden snapshots need greedy decoding, but the task samples "
                                  f"(temperature {kwargs.get('temperature')})")
-        lines = (results.parent / record["samples_file"]).read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines if line.strip()]
-        if rows and "output" not in rows[0]:
+        rows = data.samples(task, evaluation.model.spec)
+        if rows and rows[0].output is None:
             raise AssertionError(f"{task} is not a generate_until task: it has no outputs to snapshot")
-        return {str(r["doc_id"]): r["output"] for r in rows}
+        return {str(r.doc_id): r.output for r in rows}
     raise AssertionError(f"{results} has no task {task!r}" + (f" for model {model!r}" if model else ""))
 
 
 def assert_golden(outputs: Mapping[str, str], snapshot: str | Path, *, update: bool = False,
                   meta: Mapping[str, Any] | None = None) -> None:
     """Compare outputs with a stored snapshot exactly; with update=True (re)write the snapshot."""
+    from harness.results import write_json
+
     snapshot = Path(snapshot)
     if update:
         write_json(snapshot, {**(meta or {}), "outputs": dict(outputs)})
@@ -140,14 +157,17 @@ def assert_golden(outputs: Mapping[str, str], snapshot: str | Path, *, update: b
 class RegressionChecker:
     """What the `harness_regression` fixture gives a test: run, then check against stored files."""
 
-    def __init__(self, workdir: Path, update_baseline: bool = False, update_golden: bool = False):
+    def __init__(self, workdir: Path, update_baseline: bool = False, update_golden: bool = False,
+                 use_stale_cache: bool = False):
         self.workdir = Path(workdir)
         self.update_baseline = update_baseline
         self.update_golden = update_golden
+        self.use_stale_cache = use_stale_cache
 
     def evaluate(self, model: str, tasks: Sequence[str] | str, *, limit: int | None = None,
                  include_paths: Sequence[str] = (), **options: Any) -> Path:
         out = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
+        options.setdefault("use_stale_cache", self.use_stale_cache)
         return run_evaluation(model, tasks, out, limit=limit, include_paths=include_paths, **options)
 
     def assert_no_regression(self, model: str, tasks: Sequence[str] | str, baseline: str | Path, *,
@@ -183,9 +203,12 @@ if pytest is not None:
                         help="rewrite the baseline results files that harness_regression compares with")
         group.addoption("--harness-update-golden", action="store_true",
                         help="rewrite the golden greedy-output snapshots that harness_regression compares with")
+        group.addoption("--harness-use-stale-cache", action="store_true",
+                        help="let harness_regression reuse cached responses (faster, but blind to backend changes)")
 
     @pytest.fixture
     def harness_regression(request: Any, tmp_path: Path) -> RegressionChecker:
         """Run tasks on a model and assert no regression against stored baselines and snapshots."""
         return RegressionChecker(tmp_path, request.config.getoption("--harness-update-baseline"),
-                                 request.config.getoption("--harness-update-golden"))
+                                 request.config.getoption("--harness-update-golden"),
+                                 request.config.getoption("--harness-use-stale-cache"))

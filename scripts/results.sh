@@ -4,16 +4,29 @@
 # markdown and HTML, the report, and the plots. About 30 minutes on a 2-core CPU.
 #   bash scripts/results.sh            # everything
 #   bash scripts/results.sh reports    # only the tables and plots, from the runs already there
+# Reference results are computed, not replayed: every run skips the response cache (--no-cache),
+# and the script runs only from a clean git tree (outside results/), so each results file's
+# git_commit names the code that computed it (and records git_dirty: false).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! git rev-parse --verify -q HEAD >/dev/null; then
+  echo "error: scripts/results.sh must run from a git checkout (the results record the commit)" >&2
+  exit 2
+fi
+dirty=$(git status --porcelain -- . ':(exclude)results')
+if [ -n "$dirty" ]; then
+  echo "error: the git tree has uncommitted changes; commit or stash them first (reference results must come from a clean commit):" >&2
+  echo "$dirty" | head -5 >&2
+  exit 2
+fi
 bash scripts/setup.sh --test  # gemma3-270m, llama.cpp and matplotlib too
 export HF_HUB_OFFLINE=1
 h=.venv/bin/harness
 out=results
 if [ "${1:-all}" != reports ]; then
   rm -rf "$out/runs" "$out/bench"
-  $h run --model smollm2-135m --model gemma3-270m --tasks core --output "$out/runs"
-  $h run --model scratch:smollm2-135m --tasks core --output "$out/runs"
+  $h run --no-cache --model smollm2-135m --model gemma3-270m --tasks core --output "$out/runs"
+  $h run --no-cache --model scratch:smollm2-135m --tasks core --output "$out/runs"
   if $h bench --help >/dev/null 2>&1; then
     $h bench --model hf:smollm2-135m --model scratch:smollm2-135m --model llamacpp:smollm2-135m \
       --model hf:gemma3-270m --output "$out/bench"

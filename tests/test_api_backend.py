@@ -152,14 +152,14 @@ def test_run_through_api_gives_in_process_metrics_and_no_key(api, hf_smollm2, tm
                          model_options={"concurrency": 2})
     with caplog.at_level(logging.DEBUG):
         results = evaluate([api.spec], ["mc_api"], options)
-    remote = results["evaluations"][0]["tasks"]["mc_api"]["metrics"]
+    remote = results.to_dict()["evaluations"][0]["tasks"]["mc_api"]["metrics"]
     (task,) = prepare_tasks(["mc_api"], options)
     local, _ = run_task(hf_smollm2, task, cache=None, options=options)
     for name in ("acc", "acc_norm"):
-        assert remote[name]["value"] == local["metrics"][name]["value"]
+        assert remote[name]["value"] == local.metrics[name].value
     written = "".join(p.read_text() for p in Path(tmp_path / "out").rglob("*") if p.is_file())
-    assert results["evaluations"][0]["model"]["backend"] == "api"
-    assert SECRET not in written and SECRET not in caplog.text and SECRET not in json.dumps(results)
+    assert results.evaluations[0].model.backend == "api"
+    assert SECRET not in written and SECRET not in caplog.text and SECRET not in json.dumps(results.to_dict())
 
 
 # -- a fake server: scripted statuses ------------------------------------------------------------

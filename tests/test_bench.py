@@ -151,7 +151,8 @@ def test_bench_results_file_and_reports(standin, tmp_path, capsys):
     assert "standin:toy" in out and "p8 b2 n6" in out and "machine:" in out
     path = only_json(tmp_path / "bench")
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1 and data["kind"] == "benchmark" and not data["errors"]
+    assert data["schema_version"] == 2 and data["kind"] == "benchmark" and not data["errors"]
+    assert data["status"] == "complete"
     (evaluation,) = data["evaluations"]
     assert evaluation["model"]["spec"] == "standin:toy" and evaluation["model"]["fingerprint"] == "standin"
     eff = evaluation["efficiency"]
@@ -220,7 +221,7 @@ def test_gate_memory_threshold_and_shape_refusal(tmp_path):
         path = tmp_path / f"{name}.json"
         figures = {"peak_memory_mib": {"median": memory, "min": memory, "max": memory, "n": 1, "shape": None},
                    "decode_tokens_per_s": {"median": 100.0, "min": 95.0, "max": 105.0, "n": 3, "shape": shape}}
-        path.write_text(json.dumps({"schema_version": 1, "kind": "benchmark", "options": {"device": "cpu"},
+        path.write_text(json.dumps({"schema_version": 1, "kind": "benchmark", "finished": "2026-01-01", "options": {"device": "cpu"},
                                     "evaluations": [{"model": {"spec": "llamacpp:x"},
                                                      "efficiency": {"peak_memory_mib": memory, "decode_tokens_per_s": 100.0},
                                                      "bench": {"figures": figures, "machine": {"cpu": "c"}}}]}))

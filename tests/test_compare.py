@@ -191,7 +191,7 @@ def test_real_runs_identical_pass_and_degraded_decoding_fails(tmp_path):
 
     def run(folder, out: str, use_cache: bool = True) -> str:
         options = RunOptions(limit=10, output_dir=str(tmp_path / out), include_paths=[str(folder)], use_cache=use_cache)
-        return evaluate(["smollm2-135m"], ["gate_fr_en"], options)["path"]
+        return evaluate(["smollm2-135m"], ["gate_fr_en"], options).path
 
     good, bad = task_folder("good", 24), task_folder("bad", 2)
     baseline, again, degraded = run(good, "a"), run(good, "b", use_cache=False), run(bad, "c")

@@ -33,7 +33,7 @@ def crafted(folder: Path, models: dict[str, dict], configs: dict[str, dict] | No
                 for m, (v, lo, hi) in metrics.items()}}
         evaluations.append({"model": model, "tasks": tasks, "groups": {}})
     path = folder / f"{name}.json"
-    path.write_text(json.dumps({"schema_version": 1, "kind": "evaluation", "run_id": name, "evaluations": evaluations}))
+    path.write_text(json.dumps({"schema_version": 1, "kind": "evaluation", "run_id": name, "finished": "2026-01-01", "evaluations": evaluations}))
     return path
 
 

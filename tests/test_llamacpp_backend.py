@@ -119,7 +119,7 @@ def test_runs_a_task_end_to_end(tmp_path):
 
     results = harness.evaluate(["llamacpp:smollm2-135m"], ["knowledge_mc"],
                                harness.RunOptions(limit=4, output_dir=str(tmp_path), use_cache=False))
-    (evaluation,) = results["evaluations"]
+    (evaluation,) = results.to_dict()["evaluations"]
     assert evaluation["model"]["backend"] == "llamacpp" and evaluation["model"]["dtype"] == "Q4_1"
     assert evaluation["tasks"]["knowledge_mc"]["metrics"]["acc"]["n"] == 4
 

@@ -50,7 +50,7 @@ def test_word_perplexity_matches_lm_evaluation_harness(task_dir, tmp_path):
 
     ours = evaluate(["hf:smollm2-135m"], ["parity_prose"],
                     RunOptions(include_paths=[str(task_dir)], output_dir=str(tmp_path), n_boot=10))
-    ours_metrics = ours["evaluations"][0]["tasks"]["parity_prose"]["metrics"]
+    ours_metrics = ours.to_dict()["evaluations"][0]["tasks"]["parity_prose"]["metrics"]
 
     # lm-evaluation-harness's HF backend reads a transformers directory (not a GGUF tokenizer):
     # give it the plain copy of the same weights that the hf backend loads.
@@ -80,7 +80,7 @@ def test_short_windows_match_lm_evaluation_harness_max_length(task_dir, tmp_path
     (ours_dir / "parity_prose_64.yaml").write_text(text + "rolling_max_length: 64\n")
     ours = evaluate(["hf:smollm2-135m"], ["parity_prose_64"],
                     RunOptions(include_paths=[str(ours_dir)], output_dir=None, n_boot=10))
-    ours_metrics = ours["evaluations"][0]["tasks"]["parity_prose_64"]["metrics"]
+    ours_metrics = ours.to_dict()["evaluations"][0]["tasks"]["parity_prose_64"]["metrics"]
     directory = converted_gguf_dir(resolve_source("smollm2-135m"))
     theirs = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={directory},dtype=float32,max_length=64", tasks=["parity_prose"],
@@ -91,4 +91,4 @@ def test_short_windows_match_lm_evaluation_harness_max_length(task_dir, tmp_path
     # shorter windows see less context: perplexity is higher than with the model's full window
     full = evaluate(["hf:smollm2-135m"], ["parity_prose"],
                     RunOptions(include_paths=[str(task_dir)], output_dir=None, n_boot=10))
-    assert ours_metrics["word_perplexity"]["value"] > full["evaluations"][0]["tasks"]["parity_prose"]["metrics"]["word_perplexity"]["value"]
+    assert ours_metrics["word_perplexity"]["value"] > full.evaluations[0].tasks["parity_prose"].metrics["word_perplexity"].value

@@ -169,7 +169,7 @@ def test_arc_easy_acc_matches_lm_evaluation_harness(registry, data_dir, tmp_path
     (group_dir / "parity.yaml").write_text("group: parity_arc\ntask:\n  - {task: arc_easy, num_fewshot: 3, chat_template: never}\n")
     ours = evaluate(["hf:smollm2-135m"], ["parity_arc"], RunOptions(
         include_paths=[str(LM_EVAL_TASKS), str(group_dir)], data_dir=str(data_dir), output_dir=None, n_boot=10))
-    ours_acc = ours["evaluations"][0]["tasks"]["arc_easy"]["metrics"]["acc"]["value"]
+    ours_acc = ours.evaluations[0].tasks["arc_easy"].metrics["acc"].value
 
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks._yaml_loader import load_yaml

@@ -43,3 +43,8 @@ def test_a_key_in_the_url_user_part_stays_out_of_the_results_and_the_output(fake
     assert KEY not in written
     (results,) = (tmp_path / "out").glob("*.json")
     assert "http://***@127.0.0.1" in json.loads(results.read_text())["command"]
+
+
+def test_file_names_of_tasks_and_models_are_not_taken_for_keys():
+    for name in ("hf-m__mc_colors.jsonl", "hf-smollm2-135m__lm_en.jsonl", "scratch-smollm2-135m__knowledge_mc"):
+        assert redact(name) == name

@@ -171,7 +171,7 @@ def test_cli_errors_are_one_line(files, tmp_path, capsys, args, message):
 
 def test_benchmark_files_add_efficiency_columns(files, tmp_path):
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"schema_version": 1, "kind": "benchmark", "evaluations": [
+    bench.write_text(json.dumps({"schema_version": 1, "kind": "benchmark", "finished": "2026-01-01T00:00:00+00:00", "evaluations": [
         {"model": {"spec": "hf:big", "name": "big"}, "efficiency": {"tokens_per_second": 50.0}},
         {"model": {"spec": "hf:other", "name": "other"}, "efficiency": {"tokens_per_second": 80.0}}]}))
     entries = load_entries([*files, bench])

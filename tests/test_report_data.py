@@ -119,6 +119,7 @@ def write_results(folder: Path, name: str, models: list[FakeModel], n_docs: int 
     """A results file `folder/name.json` holding one evaluation per model, with its samples."""
     folder.mkdir(parents=True, exist_ok=True)
     data = {"schema_version": 1, "kind": "evaluation", "run_id": name, "created": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T00:01:00+00:00",
             "command": "synthetic", "options": {}, "environment": {},
             "evaluations": [evaluation(folder, name, m, n_docs) for m in models]}
     path = folder / f"{name}.json"

@@ -74,7 +74,7 @@ def _bench(folder, speeds: dict[str, float]):
     import json
 
     path = folder / "bench.json"
-    path.write_text(json.dumps({"schema_version": 1, "kind": "benchmark", "evaluations": [
+    path.write_text(json.dumps({"schema_version": 1, "kind": "benchmark", "finished": "2026-01-01", "evaluations": [
         {"model": {"spec": spec, "name": spec.split(":")[1]}, "efficiency": {"decode_tokens_per_s": v}}
         for spec, v in speeds.items()]}))
     return path

@@ -65,14 +65,18 @@ def test_results_file_and_samples(task, tmp_path, monkeypatch):
     import harness.runner as runner
 
     monkeypatch.setattr(runner, "load_model", lambda spec, **kw: CountingModel())
+    monkeypatch.setattr(runner, "check_model_specs", lambda specs: None)
     options = RunOptions(include_paths=[str(tmp_path)], output_dir=str(tmp_path / "out"), n_boot=200)
     results = evaluate(["test:count"], ["tiny_mc"], options)
-    data = json.loads(open(results["path"]).read())
-    assert data["schema_version"] == 1
+    data = json.loads(open(results.path).read())
+    assert data["schema_version"] == 2 and data["status"] == "complete" and data["error"] is None
     record = data["evaluations"][0]["tasks"]["tiny_mc"]
     assert {"config", "data_hash", "prompt_hash", "template_hash", "metrics", "timing", "n_samples"} <= set(record)
     acc = record["metrics"]["acc"]
     assert {"value", "stderr", "ci_low", "ci_high", "n"} <= set(acc) and acc["n"] == 5
+    assert acc["name"] == "acc" and acc["filter"] is None
+    typed = results.evaluations[0].tasks["tiny_mc"]
+    assert typed.metrics["acc"].value == acc["value"] and typed.samples_file == record["samples_file"]
     assert data["environment"]["python"] and "torch" in data["environment"]["packages"]
     rows = [json.loads(line) for line in open(tmp_path / "out" / record["samples_file"])]
     assert [r["doc_id"] for r in rows] == ["q1", "q2", "q3", "q4", "dup"]
@@ -85,9 +89,16 @@ def test_results_file_and_samples(task, tmp_path, monkeypatch):
 def test_group_aggregates_weight_by_documents():
     from harness.runner import group_aggregates
 
-    def task(value, n):
-        return {"metrics": {"acc": {"value": value, "n": n, "higher_is_better": True}}}
+    from harness.results import MetricResult, TaskResult
 
-    tasks = {"a": task(0.5, 10), "b": task(1.0, 30), "c": {"metrics": {"bleu": {"value": 3.0, "n": 5, "higher_is_better": True}}}}
+    def task(name, value, n, metric="acc"):
+        return TaskResult(name, {metric: MetricResult(metric, value, n=n)})
+
+    tasks = {"a": task("a", 0.5, 10), "b": task("b", 1.0, 30), "c": task("c", 3.0, 5, "bleu")}
     out = group_aggregates(tasks, {"g": ["a", "b", "c"], "solo": ["c"]})
-    assert out == {"g": {"acc": {"value": pytest.approx(0.875), "tasks": ["a", "b"], "n": 40, "higher_is_better": True}}}
+    assert list(out) == ["g"] and list(out["g"].metrics) == ["acc"]
+    acc = out["g"].metrics["acc"]
+    assert acc.value == pytest.approx(0.875) and acc.tasks == ["a", "b"] and acc.n == 40 and acc.higher_is_better
+    assert out["g"].to_dict() == {"acc": {"name": "acc", "filter": None, "value": pytest.approx(0.875), "stderr": None,
+                                          "ci_low": None, "ci_high": None, "n": 40, "higher_is_better": True,
+                                          "signature": {}, "tasks": ["a", "b"]}}

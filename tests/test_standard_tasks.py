@@ -318,7 +318,7 @@ def test_end_to_end_from_local_copies(tmp_path):
         ["smollm2-135m"], ["wikitext2", "xsum"],
         RunOptions(limit=3, data_dir=str(FIXTURES), output_dir=str(tmp_path), n_boot=20),
     )
-    tasks = results["evaluations"][0]["tasks"]
+    tasks = results.to_dict()["evaluations"][0]["tasks"]
     wiki, xsum = tasks["wikitext2"], tasks["xsum"]
     assert wiki["n_samples"] == 3 and xsum["n_samples"] == 3
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):

@@ -193,15 +193,17 @@ def test_group_scores_follow_aggregate_metric_list(tmp_path):
     files["g_outer.yaml"] = "group: outer\ntask: [x1, x2, inner]\naggregate_metric_list: [{metric: acc, weight_by_size: false}]\n"
     registry = TaskRegistry([str(folder(tmp_path, files))])
     names = ["x1", "x2", "y1", "y2"]
-    record = lambda v, n: {"metrics": {"acc": {"value": v, "n": n, "higher_is_better": True}}}  # noqa: E731
+    from harness.results import TaskResult
+
+    record = lambda v, n: TaskResult.from_dict("t", {"metrics": {"acc": {"value": v, "n": n}}})  # noqa: E731
     tasks = {"x1": record(0.2, 10), "x2": record(0.4, 30), "y1": record(1.0, 10), "y2": record(0.0, 90)}
     out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
-    assert out["inner"]["acc"]["value"] == pytest.approx(0.5)  # mean of 1.0 and 0.0
-    assert out["outer"]["acc"]["value"] == pytest.approx((0.2 + 0.4 + 1.0 + 0.0) / 4)
+    assert out["inner"].metrics["acc"].value == pytest.approx(0.5)  # mean of 1.0 and 0.0
+    assert out["outer"].metrics["acc"].value == pytest.approx((0.2 + 0.4 + 1.0 + 0.0) / 4)
     files["g_outer.yaml"] = files["g_outer.yaml"].replace("weight_by_size: false", "weight_by_size: true")
     registry = TaskRegistry([str(folder(tmp_path, files))])
     out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
-    assert out["outer"]["acc"]["value"] == pytest.approx((0.2 * 10 + 0.4 * 30 + 1.0 * 10 + 0.0 * 90) / 140)
+    assert out["outer"].metrics["acc"].value == pytest.approx((0.2 * 10 + 0.4 * 30 + 1.0 * 10 + 0.0 * 90) / 140)
 
 
 def test_a_run_that_executed_task_code_records_it_with_hashes(tmp_path, monkeypatch):
@@ -214,11 +216,12 @@ def test_a_run_that_executed_task_code_records_it_with_hashes(tmp_path, monkeypa
     text = BASE.format() + "task: coded\nprocess_docs: !function utils.process_docs\n"
     folder(tmp_path, {"coded.yaml": text, "utils.py": UTILS})
     monkeypatch.setattr(runner, "load_model", lambda spec, **kw: CountingModel())
+    monkeypatch.setattr(runner, "check_model_specs", lambda specs: None)
     options = runner.RunOptions(include_paths=[str(tmp_path)], output_dir=None, n_boot=50)
     with pytest.raises(HarnessError, match="--trust-task-code"):
         runner.evaluate(["test:count"], ["coded"], options)
     options.trust_task_code = True
-    results = runner.evaluate(["test:count"], ["coded"], options)
+    results = runner.evaluate(["test:count"], ["coded"], options).to_dict()
     record = results["evaluations"][0]["tasks"]["coded"]
     utils = (tmp_path / "utils.py").resolve()
     assert record["task_code"] == {str(utils): hashlib.sha256(utils.read_bytes()).hexdigest()}

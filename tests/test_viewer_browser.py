@@ -150,7 +150,7 @@ def test_ten_thousand_samples_are_paged(browser, tmp_path):
                          "target": f"answer {i}", "scores": {"exact_match": float(i % 3 == 0)}}) for i in range(10_000)]
     (folder / "big" / "m__big.jsonl").write_text("\n".join(lines) + "\n")
     results = folder / "big.json"
-    results.write_text(json.dumps({"schema_version": 1, "kind": "evaluation", "run_id": "big", "evaluations": [{
+    results.write_text(json.dumps({"schema_version": 1, "kind": "evaluation", "run_id": "big", "finished": "2026-01-01", "evaluations": [{
         "model": {"name": "m", "backend": "hf", "spec": "hf:m"}, "groups": {},
         "tasks": {"big": {"config": {"task": "big", "output_type": "generate_until"}, "n_samples": 10_000,
                           "samples_file": "big/m__big.jsonl",

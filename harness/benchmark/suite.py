@@ -31,7 +31,8 @@ from typing import Any
 from harness.benchmark.machine import cpu_busy_percent, load_average, machine
 from harness.benchmark.measure import BenchSettings, Shape, summarize
 from harness.errors import HarnessError
-from harness.results import SCHEMA_VERSION, environment, write_json
+from harness.preflight import RunFolder, check_model_specs, reserve_run
+from harness.results import ModelEvaluation, ModelRecord, RunResults, environment
 
 FIGURES = ("load_s", "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s", "batch_decode_tokens_per_s",
            "batch_requests_per_s", "peak_memory_mib")
@@ -117,11 +118,13 @@ def _round(x: float) -> float:
 
 def benchmark(specs: Sequence[str], settings: BenchSettings | None = None, *, output_dir: str | Path | None = None,
               in_process: bool = False, command: str | None = None,
-              progress: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
-    """Measure each model spec; returns the results object (and writes it under output_dir)."""
+              progress: Callable[[str], None] | None = _stderr) -> RunResults:
+    """Measure each model spec; returns the typed results (and writes them under output_dir).
+    The specs and the output folder are checked, and the results file created, before any model loads."""
     settings = settings or BenchSettings()
     if not specs:
         raise HarnessError("no model to benchmark; give --model SPEC (repeatable)")
+    check_model_specs(list(specs))
     try:
         import torch  # noqa: F401 - so the environment records torch's threads and GPUs
     except ImportError:
@@ -129,21 +132,40 @@ def benchmark(specs: Sequence[str], settings: BenchSettings | None = None, *, ou
     started = dt.datetime.now(dt.UTC)
     slug = "+".join(s.replace(":", "-").split("/")[-1] for s in specs)[:60]
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + "_bench_" + "".join(c if c.isalnum() or c in "._+-" else "-" for c in slug)
-    results: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "kind": "benchmark", "run_id": run_id,
-        "created": started.isoformat(timespec="seconds"), "command": command,
-        "options": {**settings.to_dict(), "in_process": in_process,
-                    "reference_shape": settings.reference_shape.label, "batched_shape": settings.batched_shape.label},
-        "evaluations": [], "errors": [],
-        "environment": {**environment(), "machine": machine()},
-    }
+    results = RunResults(
+        run_id, kind="benchmark", status="running", created=started.isoformat(timespec="seconds"), command=command,
+        options={**settings.to_dict(), "in_process": in_process,
+                 "reference_shape": settings.reference_shape.label, "batched_shape": settings.batched_shape.label},
+        environment={**environment(), "machine": machine()},
+    )
+    folder = reserve_run(output_dir, run_id) if output_dir is not None else None
+    if folder:
+        results.run_id, results.path = folder.run_id, folder.results_path
+        folder.save(results.to_dict())
+        folder.samples_dir.rmdir()  # only the reservation: a benchmark writes no per-sample files
+    try:
+        _measure_all(results, specs, settings, in_process, folder, progress)
+    except BaseException as err:
+        results.status, results.error = "partial", str(err).splitlines()[0] if str(err) else type(err).__name__
+        if folder:
+            folder.save(results.to_dict())
+        raise
+    results.status = "complete"
+    results.finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if folder:
+        folder.save(results.to_dict())
+    return results
+
+
+def _measure_all(results: RunResults, specs: Sequence[str], settings: BenchSettings, in_process: bool,
+                 folder: RunFolder | None, progress: Callable[[str], None] | None) -> None:
     for spec in specs:
         if progress:
             progress(f"{spec}: measuring in {'this process' if in_process else 'a fresh process'} "
                      f"({len(settings.shapes())} shapes x ({settings.warmup} warm-up + {settings.repetitions} timed))")
         record = run_in_process(spec, settings) if in_process else run_worker(spec, settings)
         if "error" in record:
-            results["errors"].append({"spec": spec, "error": record["error"]})
+            results.errors.append({"spec": spec, "error": record["error"]})
             if progress:
                 progress(f"{spec}: FAILED: {record['error']}")
             continue
@@ -152,10 +174,10 @@ def benchmark(specs: Sequence[str], settings: BenchSettings | None = None, *, ou
             again = (run_in_process if in_process else run_worker)(spec, settings, load_only=True)
             if "error" not in again:
                 load_times.append(again["load_s"])
-        results["evaluations"].append({
-            "model": record["model"],
-            "efficiency": summary_figures(record, settings, load_times),
-            "bench": {
+        results.evaluations.append(ModelEvaluation(
+            ModelRecord.from_dict(record["model"]),
+            efficiency=summary_figures(record, settings, load_times),
+            bench={
                 "isolated": not in_process,
                 "load_s": summarize(load_times), "import_s": record["import_s"],
                 "rss_after_load_mib": record["rss_after_load_mib"], "load_peak_rss_mib": record["load_peak_rss_mib"],
@@ -166,12 +188,8 @@ def benchmark(specs: Sequence[str], settings: BenchSettings | None = None, *, ou
                 "figures": figure_details(record, settings, load_times),
                 "shapes": record["shapes"],
             },
-        })
-    results["environment"]["machine"]["load_average_after"] = load_average()
-    results["environment"]["machine"]["cpu_busy_percent_after"] = cpu_busy_percent()
-    results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    if output_dir is not None:
-        path = Path(output_dir) / f"{run_id}.json"
-        write_json(path, results)
-        results["path"] = str(path)
-    return results
+        ))
+        if folder:
+            folder.save(results.to_dict())  # each measured model is kept if a later one fails
+    results.environment["machine"]["load_average_after"] = load_average()
+    results.environment["machine"]["cpu_busy_percent_after"] = cpu_busy_percent()

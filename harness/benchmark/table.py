@@ -7,10 +7,13 @@ harness/benchmark/.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.machine import describe
 from harness.report.table import text_table
+
+if TYPE_CHECKING:
+    from harness.results import RunResults
 
 BUSY_PERCENT = 25  # CPU use by others, sampled just before and after the run, above which the table warns
 
@@ -33,18 +36,18 @@ def _loads(options: dict[str, Any]) -> str:
     return f"one load {where}" if n == 1 else f"median of {n} loads, each {where}"
 
 
-def bench_table(results: dict[str, Any]) -> str:
+def bench_table(results: RunResults) -> str:
     """One row per (model, shape), then the machine and what the numbers are."""
     header = ["model", "load s", "shape", "TTFT s", "prefill tok/s", "decode tok/s", "requests/s", "peak RSS MiB"]
-    cuda = any(s.get("peak_gpu_allocated_mib") is not None
-               for e in results.get("evaluations", []) for s in e["bench"]["shapes"])
+    benched = [e for e in results.evaluations if e.bench]
+    cuda = any(s.get("peak_gpu_allocated_mib") is not None for e in benched for s in e.bench["shapes"])
     if cuda:
         header.append("peak GPU MiB")
     rows = []
-    for evaluation in results.get("evaluations", []):
-        bench = evaluation["bench"]
+    for evaluation in benched:
+        bench = evaluation.bench
         for i, shape in enumerate(bench["shapes"]):
-            row = [evaluation["model"]["spec"] if i == 0 else "", _pm(bench["load_s"]) if i == 0 else "",
+            row = [evaluation.model.spec if i == 0 else "", _pm(bench["load_s"]) if i == 0 else "",
                    shape["label"], _pm(shape["ttft_s"]), _pm(shape["prefill_tokens_per_s"]),
                    _pm(shape["decode_tokens_per_s"]), _pm(shape["requests_per_s"]), f"{shape['peak_rss_mib']:.0f}"]
             if cuda:
@@ -52,8 +55,8 @@ def bench_table(results: dict[str, Any]) -> str:
                 row.append("—" if gpu is None else f"{gpu:.0f}")
             rows.append(row)
     lines = [text_table(header, rows, "llllrrrr" + ("r" if cuda else ""))]
-    options = results.get("options", {})
-    env = results.get("environment", {})
+    options = results.options
+    env = results.environment or {}
     m = env.get("machine", {})
     lines.append("")
     lines.append(f"shape pP bB nN: P-token prompts, batch of B, N new tokens (greedy, EOS ignored); "
@@ -69,6 +72,9 @@ def bench_table(results: dict[str, Any]) -> str:
         if busy and max(busy) > BUSY_PERCENT:
             lines.append(f"warning: other work kept the CPUs {max(busy):.0f}% busy around the run: "
                          "timings are noisy; rerun when the machine is idle")
-    for error in results.get("errors", []):
+    for error in results.errors:
         lines.append(f"FAILED {error['spec']}: {error['error']}")
+    note = results.status_note()
+    if note:
+        lines.append(note)
     return "\n".join(lines)

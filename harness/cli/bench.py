@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         for path in args.show:
             data = load_results(path)
-            if data.get("kind") != "benchmark":
-                raise HarnessError(f"{path}: not a benchmark results file (kind {data.get('kind')!r}); use harness show")
+            if data.kind != "benchmark":
+                raise HarnessError(f"{path}: not a benchmark results file (kind {data.kind!r}); use harness show")
             print(bench_table(data))
         return 0
     if not args.models:
@@ -85,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
     results = benchmark(args.models, settings, output_dir=args.output, in_process=args.in_process,
                         command=shlex.join(redact_argv(["harness", *sys.argv[1:]])))
     print(bench_table(results))
-    if results.get("path"):
-        print(f"\nresults: {results['path']}")
-    return 1 if results["errors"] else 0
+    if results.path:
+        print(f"\nresults: {results.path}")
+    return 1 if results.errors else 0

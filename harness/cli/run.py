@@ -146,6 +146,6 @@ def run(args: argparse.Namespace) -> int:
     options, models = options_from_args(args)
     results = evaluate(models, args.tasks, options)
     print(results_table(results))
-    if results.get("path"):
-        print(f"\nresults: {results['path']}")
+    if results.path:
+        print(f"\nresults: {results.path}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.report.table import format_number
-from harness.results import atomic_write_text, load_results
+from harness.results import MetricResult, ModelRecord, RunResults, TaskResult, atomic_write_text, load_results
 
 
 @dataclass
@@ -32,9 +33,8 @@ class Cell:
     higher_is_better: bool = True
 
     @classmethod
-    def from_record(cls, m: dict[str, Any]) -> Cell:
-        return cls(_num(m.get("value")), _num(m.get("ci_low")), _num(m.get("ci_high")), _num(m.get("stderr")),
-                   m.get("n"), bool(m.get("higher_is_better", True)))
+    def from_record(cls, m: MetricResult) -> Cell:
+        return cls(_num(m.value), _num(m.ci_low), _num(m.ci_high), _num(m.stderr), m.n, m.higher_is_better)
 
 
 @dataclass
@@ -42,29 +42,50 @@ class ModelEntry:
     """One model's evaluation from one results file."""
 
     label: str  # unique among the entries of one report
-    model: dict[str, Any]
-    tasks: dict[str, Any]
+    model: ModelRecord
+    tasks: dict[str, TaskResult]
     source: Path  # the results file; samples_file paths are relative to its folder
     efficiency: dict[str, Any] = field(default_factory=dict)  # `harness bench` figures, when present
+    status_note: str | None = None  # set when the results file is not a complete run
+
+    def metric(self, task: str, metric: str) -> MetricResult | None:
+        """The metric under its key (`name`, or `name[filter]`) in `task`, if present."""
+        record = self.tasks.get(task)
+        return None if record is None else record.metrics.get(metric)
 
     def cell(self, task: str, metric: str) -> Cell | None:
-        m = self.tasks.get(task, {}).get("metrics", {}).get(metric)
+        m = self.metric(task, metric)
         return None if m is None else Cell.from_record(m)
 
     def samples_path(self, task: str) -> Path | None:
-        rel = self.tasks.get(task, {}).get("samples_file")
-        return None if not rel else self.source.parent / rel
+        """The task's per-sample file; None when there is none or it would lie outside the
+        results file's folder (a results file must not make a report read arbitrary files)."""
+        record = self.tasks.get(task)
+        return None if record is None else record.samples_path(self.source.parent)
 
     @property
     def n_params(self) -> int | None:
-        return self.model.get("n_params")
+        return self.model.n_params
+
+    @property
+    def partial(self) -> bool:
+        return self.status_note is not None
 
 
 @dataclass(frozen=True)
 class Column:
+    """One (task, metric) of a report; `metric` is the metric's key in the task (its name, or
+    `name[filter]` for a metric scored under a response filter), `filter` that filter."""
+
     task: str
     metric: str
     higher_is_better: bool = True
+    filter: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The metric's name without its filter."""
+        return self.metric.removesuffix(f"[{self.filter}]") if self.filter is not None else self.metric
 
     @property
     def arrow(self) -> str:
@@ -82,42 +103,49 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def model_label(model: dict[str, Any]) -> str:
-    return str(model.get("spec") or model.get("name") or "?")
+def model_label(model: ModelRecord) -> str:
+    return model.label
 
 
-def load_entries(paths: Iterable[str | Path]) -> list[ModelEntry]:
-    """Every (file, evaluation) as a ModelEntry; labels made unique with the file name where needed."""
+def load_entries(paths: Iterable[str | Path], *, warn: bool = True) -> list[ModelEntry]:
+    """Every (file, evaluation) as a ModelEntry; labels made unique with the file name where needed.
+    A file that is not a complete run is said on stderr (warn=True) and marks its entries partial."""
     entries: list[ModelEntry] = []
-    benchmarks: list[tuple[dict[str, Any], Path]] = []
+    benchmarks: list[tuple[RunResults, Any]] = []
     for path in paths:
         path = Path(path)
         data = load_results(path)
-        for evaluation in data["evaluations"]:
-            if data.get("kind") == "benchmark":
-                benchmarks.append((evaluation, path))
+        note = data.status_note()
+        if note and warn:
+            print(f"warning: {note}", file=sys.stderr)
+        for evaluation in data.evaluations:
+            if data.kind == "benchmark":
+                benchmarks.append((data, evaluation))
                 continue
-            model = evaluation.get("model", {})
-            entries.append(ModelEntry(model_label(model), model, evaluation.get("tasks", {}), path,
-                                      dict(evaluation.get("efficiency") or {})))
-    for evaluation, path in benchmarks:
-        attach_efficiency(entries, evaluation, path)
+            entries.append(ModelEntry(evaluation.model.label, evaluation.model, evaluation.tasks, path,
+                                      dict(evaluation.efficiency), note))
+    for data, evaluation in benchmarks:
+        attach_efficiency(entries, evaluation, data.path, data.status_note())
     if not entries:
         raise HarnessError("no evaluations in the given results files")
     _disambiguate(entries)
     return entries
 
 
-def attach_efficiency(entries: list[ModelEntry], evaluation: dict[str, Any], path: Path) -> None:
+def attach_efficiency(entries: list[ModelEntry], evaluation: Any, path: Path, note: str | None = None) -> None:
     """The hook for `harness bench` results (kind "benchmark"): each evaluation's `efficiency`
     figures ({name: number}) join the entry of the same model spec, or a new entry without scores."""
-    model = evaluation.get("model", {})
-    figures = dict(evaluation.get("efficiency") or {})
-    same = [e for e in entries if e.model.get("spec") == model.get("spec")]
+    figures = dict(evaluation.efficiency)
+    same = [e for e in entries if e.model.spec == evaluation.model.spec]
     for e in same:
         e.efficiency.update(figures)
     if not same:
-        entries.append(ModelEntry(model_label(model), model, {}, path, figures))
+        entries.append(ModelEntry(evaluation.model.label, evaluation.model, {}, path, figures, note))
+
+
+def status_notes(entries: Sequence[ModelEntry]) -> list[str]:
+    """The distinct notes of entries from results files that are not complete runs."""
+    return list(dict.fromkeys(e.status_note for e in entries if e.status_note))
 
 
 def _disambiguate(entries: list[ModelEntry]) -> None:
@@ -135,13 +163,13 @@ def _disambiguate(entries: list[ModelEntry]) -> None:
 def columns(entries: Sequence[ModelEntry], tasks: Sequence[str] | None = None,
             metrics: Sequence[str] | None = None) -> list[Column]:
     """The (task, metric) columns in first-seen order, filtered by task/metric names or globs."""
-    found: dict[tuple[str, str], bool] = {}
+    found: dict[tuple[str, str], MetricResult] = {}
     for e in entries:
         for task, record in e.tasks.items():
-            for metric, m in record.get("metrics", {}).items():
-                found.setdefault((task, metric), bool(m.get("higher_is_better", True)))
-    cols = [Column(t, m, hib) for (t, m), hib in found.items()
-            if _matches(t, tasks) and _matches(m, metrics)]
+            for key, m in record.metrics.items():
+                found.setdefault((task, key), m)
+    cols = [Column(t, key, m.higher_is_better, m.filter) for (t, key), m in found.items()
+            if _matches(t, tasks) and (_matches(key, metrics) or _matches(m.name, metrics))]
     if not cols:
         wanted = ", ".join([*(tasks or []), *(metrics or [])]) or "any"
         raise HarnessError(f"no (task, metric) in the results matches {wanted}; "

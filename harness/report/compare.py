@@ -29,7 +29,7 @@ from harness.report.compat import incompatibilities
 from harness.report.html import read_samples
 from harness.report.significance import SMALL_N, PairedTest, approximate_randomization, paired_bootstrap
 from harness.report.tables import EFFICIENCY_TASK, efficiency_columns
-from harness.results import load_results
+from harness.results import MetricResult, load_results
 
 VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
 
@@ -116,7 +116,7 @@ def pair_models(base: list[ModelEntry], cand: list[ModelEntry], baseline_model: 
     def pick(entries: list[ModelEntry], spec: str | None, side: str) -> list[ModelEntry]:
         if spec is None:
             return entries
-        found = [e for e in entries if spec in (e.label, e.model.get("spec"), e.model.get("name"))]
+        found = [e for e in entries if spec in (e.label, e.model.spec, e.model.name)]
         if not found:
             raise HarnessError(f"--{side}-model {spec!r} is not in the {side} file; it has: "
                                f"{', '.join(e.label for e in entries)}")
@@ -125,8 +125,8 @@ def pair_models(base: list[ModelEntry], cand: list[ModelEntry], baseline_model: 
     base, cand = pick(base, baseline_model, "baseline"), pick(cand, candidate_model, "candidate")
     if len(base) == 1 and len(cand) == 1:
         return [(base[0], cand[0])]
-    by_spec = {e.model.get("spec"): e for e in cand}
-    pairs = [(b, by_spec[b.model.get("spec")]) for b in base if b.model.get("spec") in by_spec]
+    by_spec = {e.model.spec: e for e in cand}
+    pairs = [(b, by_spec[b.model.spec]) for b in base if b.model.spec in by_spec]
     if not pairs:
         raise HarnessError("the two files share no model spec; choose with --baseline-model and --candidate-model "
                            f"(baseline: {', '.join(e.label for e in base)}; candidate: {', '.join(e.label for e in cand)})")
@@ -152,7 +152,7 @@ def compare_files(baseline: str | Path, candidate: str | Path, *, thresholds: Th
                     problems.append(f"{task}: {'; '.join(reasons)}")
             comparison.rows += compare_task(b, c, task, thresholds, n_resamples=n_resamples, seed=seed)
         if b.efficiency and c.efficiency:
-            db, dc = bench_b.get(b.model.get("spec")), bench_c.get(c.model.get("spec"))
+            db, dc = bench_b.get(b.model.spec), bench_c.get(c.model.spec)
             reasons, warnings = bench_incompatibilities(db, dc)
             problems += [f"{EFFICIENCY_TASK}: {r}" for r in reasons]
             notices += [f"{EFFICIENCY_TASK}: {w}" for w in warnings]
@@ -167,10 +167,9 @@ def compare_files(baseline: str | Path, candidate: str | Path, *, thresholds: Th
 def bench_records(path: str | Path) -> dict[str, dict[str, Any]]:
     """model spec -> its `bench` record, for a results file of `harness bench` (else {})."""
     data = load_results(path)
-    if data.get("kind") != "benchmark":
+    if data.kind != "benchmark":
         return {}
-    return {e.get("model", {}).get("spec"): {**(e.get("bench") or {}), "options": data.get("options") or {}}
-            for e in data["evaluations"]}
+    return {e.model.spec: {**(e.bench or {}), "options": data.options} for e in data.evaluations}
 
 
 def bench_incompatibilities(b: dict[str, Any] | None, c: dict[str, Any] | None) -> tuple[list[str], list[str]]:
@@ -248,17 +247,17 @@ def _tasks(b: ModelEntry, c: ModelEntry, patterns: Sequence[str] | None) -> list
 
 def compare_task(b: ModelEntry, c: ModelEntry, task: str, thresholds: Thresholds, *, n_resamples: int = 1000,
                  seed: int = 1234) -> list[MetricComparison]:
-    bm = b.tasks.get(task, {}).get("metrics", {})
-    cm = c.tasks.get(task, {}).get("metrics", {})
+    bm = b.tasks[task].metrics if task in b.tasks else {}
+    cm = c.tasks[task].metrics if task in c.tasks else {}
     model = b.label if b.label == c.label else f"{b.label} → {c.label}"
     base_samples = _stats_by_doc(b, task)
     cand_samples = _stats_by_doc(c, task)
     rows = []
     for metric in dict.fromkeys([*bm, *cm]):
         rb, rc = bm.get(metric), cm.get(metric)
-        hib = bool((rb or rc).get("higher_is_better", True))
-        vb = _num(rb.get("value")) if rb else None
-        vc = _num(rc.get("value")) if rc else None
+        hib = (rb or rc).higher_is_better
+        vb = _num(rb.value) if rb else None
+        vc = _num(rc.value) if rc else None
         if rb is None or rc is None:
             verdict = "missing" if rc is None else "new"
             rows.append(MetricComparison(model, task, metric, hib, vb, vc, None, None, None, None, "none", 0, verdict,
@@ -276,7 +275,7 @@ def compare_task(b: ModelEntry, c: ModelEntry, task: str, thresholds: Thresholds
     return rows
 
 
-def _test(metric: str, rb: dict, rc: dict, base: dict | None, cand: dict | None, n_resamples: int,
+def _test(metric: str, rb: MetricResult, rc: MetricResult, base: dict | None, cand: dict | None, n_resamples: int,
           seed: int) -> tuple[PairedTest, str]:
     """The paired test for one metric, or an unpaired z-test from the stderrs without per-sample records."""
     if base is None or cand is None:
@@ -285,7 +284,7 @@ def _test(metric: str, rb: dict, rc: dict, base: dict | None, cand: dict | None,
     if not docs:
         return _unpaired(rb, rc), "no shared documents with this metric: unpaired z-test"
     note = "" if len(docs) == len(base) == len(cand) else f"{len(docs)} shared documents of {len(base)}/{len(cand)}"
-    scorer = _metric(metric, rb)
+    scorer = _metric(rb.name, rb)
     bs = [base[d][metric] for d in docs]
     cs = [cand[d][metric] for d in docs]
     if scorer is not None and scorer.corpus_level:
@@ -295,9 +294,9 @@ def _test(metric: str, rb: dict, rc: dict, base: dict | None, cand: dict | None,
                             n_resamples=n_resamples, seed=seed), note
 
 
-def _metric(name: str, record: dict) -> Metric | None:
+def _metric(name: str, record: MetricResult) -> Metric | None:
     """The metric as the results file configured it, to recompute corpus aggregates from statistics."""
-    signature = record.get("signature") or {}
+    signature = record.signature or {}
     try:
         metric = get_metric(name, **(signature.get("options") or {}))
     except (HarnessError, TypeError):
@@ -307,8 +306,8 @@ def _metric(name: str, record: dict) -> Metric | None:
     return metric
 
 
-def _unpaired(rb: dict, rc: dict) -> PairedTest:
-    vb, vc, sb, sc = (_num(x) for x in (rb.get("value"), rc.get("value"), rb.get("stderr"), rc.get("stderr")))
+def _unpaired(rb: MetricResult, rc: MetricResult) -> PairedTest:
+    vb, vc, sb, sc = (_num(x) for x in (rb.value, rc.value, rb.stderr, rc.stderr))
     if None in (vb, vc):
         return PairedTest(None, None, None, None, "none", 0)
     delta = vc - vb
@@ -316,7 +315,7 @@ def _unpaired(rb: dict, rc: dict) -> PairedTest:
         return PairedTest(delta, None, None, None, "none", 0)
     se = math.hypot(sb, sc)
     p = math.erfc(abs(delta) / se / math.sqrt(2))
-    n = min(rb.get("n") or 0, rc.get("n") or 0)
+    n = min(rb.n or 0, rc.n or 0)
     warning = "" if n >= SMALL_N else (f"only {n} documents: a small sample (under {SMALL_N}); a z-test on bootstrap "
                                        "standard errors is unreliable there, keep the per-sample files for an exact test")
     return PairedTest(delta, delta - 1.96 * se, delta + 1.96 * se, p, "unpaired z-test", n, warning)

@@ -18,16 +18,16 @@ def incompatibilities(b: ModelEntry, c: ModelEntry, task: str) -> list[str]:
     """Human-readable reasons why `task` of baseline `b` and candidate `c` should not be compared."""
     tb, tc = b.tasks[task], c.tasks[task]
     reasons = []
-    changed = config_diff(tb.get("config") or {}, tc.get("config") or {})
-    if tb.get("data_hash") != tc.get("data_hash"):
-        why = f"the documents differ (data_hash {_short(tb.get('data_hash'))} vs {_short(tc.get('data_hash'))}"
-        if tb.get("n_samples") != tc.get("n_samples"):
-            why += f"; {tb.get('n_samples')} vs {tc.get('n_samples')} documents: was --limit different?"
+    changed = config_diff(tb.config or {}, tc.config or {})
+    if tb.data_hash != tc.data_hash:
+        why = f"the documents differ (data_hash {_short(tb.data_hash)} vs {_short(tc.data_hash)}"
+        if tb.n_samples != tc.n_samples:
+            why += f"; {tb.n_samples} vs {tc.n_samples} documents: was --limit different?"
         data_keys = [d for d in changed if d.split(":")[0].split(".")[0] in _DATA_KEYS]
         reasons.append(why + (f"; changed: {', '.join(data_keys)}" if data_keys else "") + ")")
-    if tb.get("prompt_hash") != tc.get("prompt_hash"):
-        reasons.append(f"the requests differ (prompt_hash {_short(tb.get('prompt_hash'))} vs "
-                       f"{_short(tc.get('prompt_hash'))}): {_prompt_reason(b, c, task, changed)}")
+    if tb.prompt_hash != tc.prompt_hash:
+        reasons.append(f"the requests differ (prompt_hash {_short(tb.prompt_hash)} vs "
+                       f"{_short(tc.prompt_hash)}): {_prompt_reason(b, c, task, changed)}")
     return reasons
 
 
@@ -42,11 +42,11 @@ def _prompt_reason(b: ModelEntry, c: ModelEntry, task: str, changed: list[str]) 
     elif isinstance(same, str):
         parts.append(f"the rendered prompts differ (first at document {same})")
     tb, tc = b.tasks[task], c.tasks[task]
-    if tb.get("chat_template") != tc.get("chat_template"):
-        parts.append(f"chat template applied: {_yes(tb.get('chat_template'))} vs {_yes(tc.get('chat_template'))}")
-    elif tb.get("chat_template") and b.model.get("spec") != c.model.get("spec"):
+    if tb.chat_template != tc.chat_template:
+        parts.append(f"chat template applied: {_yes(tb.chat_template)} vs {_yes(tc.chat_template)}")
+    elif tb.chat_template and b.model.spec != c.model.spec:
         parts.append(f"each model's own chat template ({b.label} vs {c.label})")
-    if tb.get("template_hash") != tc.get("template_hash") and not changed:
+    if tb.template_hash != tc.template_hash and not changed:
         parts.append("the template hash differs")
     if changed:
         shown = changed[:6]

@@ -155,7 +155,7 @@ def samples_section(entries: Sequence[ModelEntry], tasks: Sequence[str], *, max_
             path = e.samples_path(task)
             records = read_samples(path, max_samples + 1) if path else []
             shown = records[:max_samples]
-            n_total = e.tasks[task].get("n_samples", len(records))
+            n_total = e.tasks[task].n_samples or len(records)
             link = ""
             if path is not None:
                 href = _relative(path, link_base)

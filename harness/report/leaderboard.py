@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.report.collect import Column, ModelEntry, format_ci, format_params, format_value
+from harness.report.collect import Column, ModelEntry, format_ci, format_params, format_value, status_notes
 from harness.report.ranking import (NOISE, ColumnStatus, ModelGroup, best_labels, column_statuses, group_by_weights,
                                     normalized_scores, primary_columns, win_rates)
 from harness.report.tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, md_escape, to_csv
@@ -202,6 +202,8 @@ def _markdown(ranking: Ranking, cols: Sequence[Column], eff: list[EfficiencyColu
     out = "\n".join(lines) + "\n\n" + ranking.method() + " Bold: best, or indistinguishable from the best. " \
         "Brackets: 95% CI."
     out += (EFFICIENCY_NOTE + " They do not enter the ranking.\n") if brief else "\n"
+    out += "".join(f"\nWarning: not a complete run: {md_escape(n)}\n"
+                   for n in status_notes([v for r in rows for v in r.group.variants]))
     if details:
         out += "\n" + _markdown_details(ranking, cols, eff, best)
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import html as H
-from harness.report.collect import Column, ModelEntry, format_params, format_value
+from harness.report.collect import Column, ModelEntry, format_params, format_value, status_notes
 from harness.report.leaderboard import Ranking, rate
 from harness.report.ranking import best_labels
 from harness.report.tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, efficiency_value
@@ -61,6 +61,7 @@ def render_html(ranking: Ranking, entries: Sequence[ModelEntry], cols: Sequence[
         sections.append(_details(ranking, cols, eff, best))
     sections.append(f'<details id="method"><summary>Method</summary><p class="note">{H.esc(ranking.method())}</p>'
                     f"{_unranked_list(ranking)}</details>")
+    sections += [f"<p><strong>Not a complete run:</strong> {H.esc(n)}</p>" for n in status_notes(entries)]
     tasks = list(dict.fromkeys(c.task for c in cols))
     sections.append(H.samples_section(entries, tasks, max_samples=max_samples, link_base=link_base))
     return H.page(title, sections, subtitle="from " + ", ".join(sorted({e.source.name for e in entries})))

@@ -54,7 +54,7 @@ def default_primary_metric(output_type: str | None, metrics: Sequence[str]) -> s
 def task_config(entries: Sequence[ModelEntry], task: str) -> dict[str, Any]:
     for e in entries:
         if task in e.tasks:
-            return e.tasks[task].get("config") or {}
+            return e.tasks[task].config or {}
     return {}
 
 
@@ -63,8 +63,8 @@ def primary_metric(entries: Sequence[ModelEntry], task: str) -> str | None:
     `primary_metric` (recorded in the task config), the one the runner recorded beside the task's
     metrics (its output type's default), else `default_primary_metric`."""
     config = task_config(entries, task)
-    reported = list(dict.fromkeys(m for e in entries for m in e.tasks.get(task, {}).get("metrics", {})))
-    recorded = next((e.tasks[task].get("primary_metric") for e in entries if task in e.tasks), None)
+    reported = list(dict.fromkeys(m for e in entries if task in e.tasks for m in e.tasks[task].metrics))
+    recorded = next((e.tasks[task].primary_metric for e in entries if task in e.tasks), None)
     for declared in (config.get("primary_metric"), recorded):
         if isinstance(declared, str) and declared in reported:
             return declared
@@ -247,7 +247,7 @@ def agree(a: ModelEntry, b: ModelEntry) -> bool:
     """Whether two entries report the same numbers within noise on every shared (task, metric)."""
     shared = 0
     for task, record in a.tasks.items():
-        for metric in record.get("metrics", {}):
+        for metric in record.metrics:
             x, y = a.cell(task, metric), b.cell(task, metric)
             if x is None or y is None or x.value is None or y.value is None:
                 continue

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.results import RunResults
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -29,31 +32,30 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
 
 
-def results_rows(results: dict[str, Any]) -> list[list[str]]:
+def results_rows(results: RunResults) -> list[list[str]]:
     """One row per (model, task, metric): value, 95% CI, n."""
     rows = []
-    for evaluation in results.get("evaluations", []):
-        model = evaluation["model"]
-        for task_name, task in evaluation.get("tasks", {}).items():
-            for metric_name, m in task.get("metrics", {}).items():
-                arrow = "↑" if m.get("higher_is_better", True) else "↓"
-                ci = (f"[{format_number(m['ci_low'])}, {format_number(m['ci_high'])}]"
-                      if m.get("ci_low") is not None else "—")
-                rows.append([model.get("spec", model.get("name")), task_name, f"{metric_name} {arrow}",
-                             format_number(m.get("value")), ci, str(m.get("n", ""))])
+    for evaluation, task in results.tasks():
+        for m in task.metrics.values():
+            arrow = "↑" if m.higher_is_better else "↓"
+            ci = f"[{format_number(m.ci_low)}, {format_number(m.ci_high)}]" if m.ci_low is not None else "—"
+            rows.append([evaluation.model.label, task.name, f"{m.key} {arrow}", format_number(m.value), ci,
+                         "" if m.n is None else str(m.n)])
     return rows
 
 
-def results_table(results: dict[str, Any]) -> str:
+def results_table(results: RunResults) -> str:
+    """The table `harness run` and `harness show` print; a run that is not complete says so first."""
     table = text_table(["model", "task", "metric", "value", "95% CI", "n"], results_rows(results), "lllrrr")
     groups = []
-    for evaluation in results.get("evaluations", []):
-        for group, metrics in evaluation.get("groups", {}).items():
-            for metric, m in metrics.items():
-                arrow = "↑" if m.get("higher_is_better", True) else "↓"
-                groups.append([evaluation["model"].get("spec"), group, f"{metric} {arrow}",
-                               format_number(m["value"]), str(len(m["tasks"])), str(m["n"])])
+    for evaluation in results.evaluations:
+        for group in evaluation.groups.values():
+            for m in group.metrics.values():
+                arrow = "↑" if m.higher_is_better else "↓"
+                groups.append([evaluation.model.label, group.name, f"{m.key} {arrow}",
+                               format_number(m.value), str(len(m.tasks)), str(m.n)])
     if groups:
         table += "\n\ngroups (means over member tasks, weighted by documents)\n"
         table += text_table(["model", "group", "metric", "value", "tasks", "n"], groups, "lllrrr")
-    return table
+    note = results.status_note()
+    return f"{note}\n\n{table}" if note else table

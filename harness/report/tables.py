@@ -21,7 +21,8 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.report import html as H
-from harness.report.collect import Column, ModelEntry, best_labels, format_ci, format_params, format_value
+from harness.report.collect import (Column, ModelEntry, best_labels, format_ci, format_params, format_value,
+                                    status_notes)
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 EFFICIENCY_TASK = "efficiency"  # the task name of efficiency figures in CSV/JSON records
@@ -99,11 +100,11 @@ def report_records(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> lis
             if cell is None:
                 continue
             records.append({
-                "model": e.label, "spec": e.model.get("spec"), "backend": e.model.get("backend"),
-                "n_params": e.n_params, "dtype": e.model.get("dtype"), "task": col.task, "metric": col.metric,
-                "value": cell.value, "stderr": cell.stderr, "ci_low": cell.ci_low, "ci_high": cell.ci_high,
-                "n": cell.n, "higher_is_better": col.higher_is_better, "best": e.label in best,
-                "source": str(e.source),
+                "model": e.label, "spec": e.model.spec, "backend": e.model.backend,
+                "n_params": e.n_params, "dtype": e.model.dtype, "task": col.task, "metric": col.metric,
+                "filter": col.filter, "value": cell.value, "stderr": cell.stderr, "ci_low": cell.ci_low,
+                "ci_high": cell.ci_high, "n": cell.n, "higher_is_better": col.higher_is_better,
+                "best": e.label in best, "source": str(e.source), "complete": not e.partial,
             })
     for col in efficiency_columns(entries):
         best = best_efficiency(entries, col)
@@ -112,10 +113,11 @@ def report_records(entries: Sequence[ModelEntry], cols: Sequence[Column]) -> lis
             if value is None:
                 continue
             records.append({
-                "model": e.label, "spec": e.model.get("spec"), "backend": e.model.get("backend"),
-                "n_params": e.n_params, "dtype": e.model.get("dtype"), "task": EFFICIENCY_TASK, "metric": col.key,
-                "value": value, "stderr": None, "ci_low": None, "ci_high": None, "n": None,
+                "model": e.label, "spec": e.model.spec, "backend": e.model.backend,
+                "n_params": e.n_params, "dtype": e.model.dtype, "task": EFFICIENCY_TASK, "metric": col.key,
+                "filter": None, "value": value, "stderr": None, "ci_low": None, "ci_high": None, "n": None,
                 "higher_is_better": col.higher_is_better, "best": e.label in best, "source": str(e.source),
+                "complete": not e.partial,
             })
     return records
 
@@ -130,7 +132,8 @@ def render_report(entries: Sequence[ModelEntry], cols: Sequence[Column], fmt: st
         eff = [{"task": EFFICIENCY_TASK, "metric": c.key, "title": c.title, "higher_is_better": c.higher_is_better}
                for c in efficiency_columns(entries)]
         return json.dumps({"columns": [c.__dict__ for c in cols], "efficiency_columns": eff,
-                           "models": [{"label": e.label, **e.model, "source": str(e.source)} for e in entries],
+                           "models": [{"label": e.label, **e.model.to_dict(), "source": str(e.source),
+                                       "status_note": e.status_note} for e in entries],
                            "records": report_records(entries, cols)}, indent=2, ensure_ascii=False) + "\n"
     if fmt == "markdown":
         return markdown_table(entries, cols, ci=ci, transpose=transpose)
@@ -200,6 +203,7 @@ def markdown_table(entries: Sequence[ModelEntry], cols: Sequence[Column], *, ci:
         " (↑ higher is better, ↓ lower is better)."
     if eff:
         note += EFFICIENCY_NOTE
+    note += "".join(f"\n\nWarning: not a complete run: {md_escape(n)}" for n in status_notes(entries))
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -280,6 +284,7 @@ def html_report(entries: Sequence[ModelEntry], cols: Sequence[Column], *, ci: bo
     note = "Click a column header to sort. Bold: best in its column; bracketed: bootstrap 95% CI."
     if eff:
         note += EFFICIENCY_NOTE
-    return H.page(title, [f"<p>{H.esc(note)}</p>", H.sortable_table(hcols, rows, "report"),
+    partial = "".join(f"<p><strong>Not a complete run:</strong> {H.esc(n)}</p>" for n in status_notes(entries))
+    return H.page(title, [f"<p>{H.esc(note)}</p>{partial}", H.sortable_table(hcols, rows, "report"),
                           H.samples_section(entries, tasks, max_samples=max_samples, link_base=link_base)],
                   subtitle="from " + ", ".join(sorted({str(e.source) for e in entries})))

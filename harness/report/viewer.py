@@ -89,9 +89,9 @@ def collect_sample_sets(entries: Sequence[ModelEntry]) -> list[tuple[SampleSet, 
         for task, record in e.tasks.items():
             path = e.samples_path(task)
             rows = [sample_row(r, i) for i, r in enumerate(read_samples(path))] if path else []
-            metrics = list(dict.fromkeys([*record.get("metrics", {}), *(k for r in rows for k in r["scores"])]))
+            metrics = list(dict.fromkeys([*record.metrics, *(k for r in rows for k in r["scores"])]))
             metrics = [m for m in metrics if any(m in r["scores"] for r in rows)]
-            higher = {m: bool(record.get("metrics", {}).get(m, {}).get("higher_is_better", True)) for m in metrics}
+            higher = {m: record.metrics[m].higher_is_better if m in record.metrics else True for m in metrics}
             sid = base = _slug(e.label, task)
             k = 1
             while sid in used:
