@@ -88,9 +88,9 @@ def test_import_puts_an_lm_eval_run_on_our_leaderboard(exported, tmp_path, capsy
     imported, original = load_entries([converted, RUN])
     assert imported.label.startswith("lm-eval:")
     for task, record in original.tasks.items():
-        for metric, m in record["metrics"].items():
+        for metric, m in record.metrics.items():
             cell = imported.cell(task, metric)
-            assert cell is not None and cell.value == pytest.approx(m["value"]) and cell.n == record["n_samples"]
+            assert cell is not None and cell.value == pytest.approx(m.value) and cell.n == record.n_samples
     assert imported.samples_path("knowledge_mc").is_file()
     capsys.readouterr()
     assert main(["leaderboard", str(converted), str(RUN), "--format", "markdown"]) == 0

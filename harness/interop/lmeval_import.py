@@ -118,7 +118,8 @@ def import_lmeval(path: str | Path, out_dir: str | Path) -> Path:
     date = data.get("date")
     created = dt.datetime.fromtimestamp(float(date), dt.timezone.utc).isoformat(timespec="seconds") if date else None
     results = {
-        "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run_id": run_id, "created": created,
+        "schema_version": SCHEMA_VERSION, "kind": "evaluation", "status": "complete", "run_id": run_id,
+        "created": created, "finished": created,
         "command": f"lm_eval (imported from {path})",
         "options": {"limit": config.get("limit"), "seed": config.get("fewshot_seed"),
                     "batch_size": config.get("batch_size"), "dtype": config.get("model_dtype"),
