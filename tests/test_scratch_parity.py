@@ -107,14 +107,11 @@ def test_logits_match_transformers(scratch_smollm2, hf_smollm2, corpus_ids):
     left_mask = torch.zeros((4, width), dtype=torch.long)
     for i, r in enumerate(rows):
         left[i, width - len(r) :], left_mask[i, width - len(r) :] = torch.tensor(r), 1
-    positions = (left_mask.cumsum(-1) - 1).clamp(min=0)
-    slots = torch.arange(width)
-    valid = left_mask.bool()
-    attn = ((slots[:, None] >= slots[None, :])[None] & (valid[:, None, :] | torch.eye(width, dtype=torch.bool)[None]))[:, None]
-    model.setup_cache(4, width)
+    # the model builds the causal and padding masks and the per-row positions from the padding
+    model.setup_cache(4, width, pad=(1 - left_mask).sum(-1))
     try:
         with torch.inference_mode():
-            ours = model.head(model(left, positions, slots, attn, kv_len=width))
+            ours = model.head(model(left, torch.arange(width)))
     finally:
         model.clear_cache()
     ref = transformers_logits(hf_smollm2, left, left_mask)

@@ -10,8 +10,6 @@ the high-level Llama object holds one sequence, so `batch_size` only groups requ
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -20,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.models.base import cut_at_stop
+from harness.models.base import cut_at_stop, make_fingerprint
 from harness.models.source import resolve_source, source_fingerprint
 from harness.models.tokenized import TokenizedLM, TokenPair
 from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo
@@ -61,6 +59,7 @@ class LlamaCppLanguageModel(TokenizedLM):
     """A GGUF model run by llama.cpp. `name`: a built-in name or a .gguf file."""
 
     backend = "llamacpp"
+    seeds_per_row = True  # every request is sampled alone, with its own seed
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "n_threads"})
 
     def __init__(
@@ -125,10 +124,11 @@ class LlamaCppLanguageModel(TokenizedLM):
         self._eos = eos if eos >= 0 else None
         self._bos_text = self._special_text(self._bos)
         self._eos_text = self._special_text(self._eos)
-        weights = source_fingerprint(self.source)
-        blob = json.dumps({"backend": "llamacpp", "weights": weights, "max_length": self._max_length,
-                           "llama_cpp": llama_cpp.__version__})
-        self._fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        self._fingerprint = make_fingerprint(
+            "llamacpp", weights=source_fingerprint(self.source), code=("harness.models.llamacpp",),
+            libraries=("llama-cpp-python", "transformers"),
+            settings={"max_length": self._max_length, "device": self.device},
+        )
 
     def _special_text(self, token: int | None) -> str:
         if token is None:
@@ -253,14 +253,12 @@ class LlamaCppLanguageModel(TokenizedLM):
     def _is_end(self, token: int) -> bool:
         return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[str]:
+    def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
+        """One request after another (llama.cpp runs one sequence at a time), each with its own seed."""
         out = []
-        for req in requests:
-            limit = max(1, self._max_length - req.max_gen_toks)
-            prompt = self.encode_context(req.prompt)[-limit:] or [self.prefix_token_id]
+        for req, prompt in zip(requests, prompts):
             max_new = min(req.max_gen_toks, self._max_length - len(prompt))
             generated: list[int] = []
-            text = ""
             if max_new > 0:
                 stream = self._token_stream(prompt, greedy=req.greedy, temperature=req.temperature,
                                             top_k=req.top_k, top_p=req.top_p,
@@ -269,10 +267,8 @@ class LlamaCppLanguageModel(TokenizedLM):
                     if self._is_end(token):
                         break
                     generated.append(token)
-                    if req.until:
-                        text = self._detokenize(generated)
-                        if any(stop and stop in text for stop in req.until):
-                            break
+                    if req.until and any(stop and stop in self._detokenize(generated) for stop in req.until):
+                        break
                     if len(generated) >= max_new:
                         break
                 stream.close()
