@@ -66,17 +66,8 @@ class HFLanguageModel(TorchLM):
     code_modules = ("harness.models.torch_lm", "harness.models.hf")
     devices = ("cpu", "cuda", "mps")
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        dtype: str = "float32",
-        device: str = "cpu",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-    ):
+    def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
+                 max_length: int | None = None, trust_remote_code: bool = False, revision: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()

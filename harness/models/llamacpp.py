@@ -20,8 +20,8 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.models.base import cut_at_stop, make_fingerprint
 from harness.models.source import resolve_source, source_fingerprint
-from harness.models.tokenized import TokenizedLM, TokenPair
-from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo
+from harness.models.tokenized import LocalLM, TokenPair
+from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +55,15 @@ def _context_length(path) -> int:
     return int(value) if value and value.isdigit() else 2048
 
 
-class LlamaCppLanguageModel(TokenizedLM):
+class LlamaCppLanguageModel(LocalLM):
     """A GGUF model run by llama.cpp. `name`: a built-in name or a .gguf file."""
 
     backend = "llamacpp"
     seeds_per_row = True  # every request is sampled alone, with its own seed
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "n_threads"})
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        dtype: str = "float32",
-        device: str = "cpu",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        n_threads: int | None = None,
-    ):
+    def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
+                 max_length: int | None = None, n_threads: int | None = None):
         try:
             import llama_cpp
         except ModuleNotFoundError:
@@ -119,6 +111,7 @@ class LlamaCppLanguageModel(TokenizedLM):
         self._llama_cpp = llama_cpp
         self._vocab = self.llm._model.vocab
         self.quantization = self.llm._model.desc().split(" ", 2)[-1]  # "llama ?B Q4_1 - ..." -> "Q4_1"
+        self.dtype_name = self.quantization
         bos, eos = self.llm.token_bos(), self.llm.token_eos()
         self._bos = bos if bos >= 0 else None
         self._eos = eos if eos >= 0 else None
@@ -178,26 +171,12 @@ class LlamaCppLanguageModel(TokenizedLM):
 
     # -- identity -------------------------------------------------------------------------------
 
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
+    def n_params(self) -> int:
+        return int(self.llm._model.n_params())
 
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.source.name,
-            backend=self.backend,
-            spec=self.spec,
-            n_params=int(self.llm._model.n_params()),
-            dtype=self.quantization,
-            device=self.device,
-            max_length=self._max_length,
-            source=self.source.location,
-            extra={"load_seconds": round(self.load_seconds, 3),
-                   "architecture": self.llm.metadata.get("general.architecture"),
-                   "n_threads": self.n_threads, "llama_cpp": self._llama_cpp.__version__,
-                   "file_bytes": self.source.path.stat().st_size},
-        )
+    def extra_info(self) -> dict:
+        return {"architecture": self.llm.metadata.get("general.architecture"), "n_threads": self.n_threads,
+                "llama_cpp": self._llama_cpp.__version__, "file_bytes": self.source.path.stat().st_size}
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

@@ -12,10 +12,10 @@ import logging
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from harness.models.base import LanguageModel, rolling_windows
-from harness.requests import GenerateRequest, LoglikelihoodResponse, RollingResponse
+from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo, RollingResponse
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,37 @@ class TokenizedLM(LanguageModel):
         """Next-token logits after every prefix of `tokens`, a [len(tokens), vocab] tensor (one
         forward pass). Each backend defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not expose per-position logits")
+
+
+class LocalLM(TokenizedLM):
+    """A TokenizedLM whose weights come from a local WeightSource: the identity every in-process
+    backend reports alike. Subclasses set `spec`, `source`, `device`, `dtype_name`, `_max_length`,
+    `_fingerprint` and `load_seconds`, and define `n_params` and `extra_info`."""
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def n_params(self) -> int | None:
+        return None
+
+    def extra_info(self) -> dict[str, Any]:
+        """Backend-specific entries of `info.extra` (architecture, kernels, ...)."""
+        return {}
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.source.name,
+            backend=self.backend,
+            spec=self.spec,
+            n_params=self.n_params(),
+            dtype=self.dtype_name,
+            device=self.device,
+            max_length=self._max_length,
+            source=self.source.location,
+            extra={"load_seconds": round(self.load_seconds, 3), **self.extra_info()},
+        )
 
 
 def batched(

@@ -20,8 +20,8 @@ import torch
 from harness.errors import HarnessError
 from harness.models.base import fingerprint_parts, hash_parts
 from harness.models.source import WeightSource, resolve_source
-from harness.models.tokenized import TokenizedLM, TokenPair
-from harness.requests import LoglikelihoodResponse, ModelInfo
+from harness.models.tokenized import LocalLM, TokenPair
+from harness.requests import LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def converted_copy(target: Path, write: Callable[[Path], None], record: Mapping[
     return target
 
 
-class TorchLM(TokenizedLM):
+class TorchLM(LocalLM):
     """A TokenizedLM whose tokenizer is transformers' and whose model is a torch module."""
 
     backend = "torch"
@@ -157,32 +157,8 @@ class TorchLM(TokenizedLM):
             return super().apply_chat_template(messages)
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
-    # -- identity -------------------------------------------------------------------------------
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
-
-    def extra_info(self) -> dict[str, Any]:
-        """Backend-specific entries of `info.extra` (architecture, kernels, ...)."""
-        return {}
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.source.name,
-            backend=self.backend,
-            spec=self.spec,
-            n_params=self.n_params(),
-            dtype=self.dtype_name,
-            device=self.device,
-            max_length=self._max_length,
-            source=self.source.location,
-            extra={"load_seconds": round(self.load_seconds, 3), **self.extra_info()},
-        )
 
     # -- scoring --------------------------------------------------------------------------------
 

@@ -66,17 +66,8 @@ class ScratchLanguageModel(TorchLM):
     code_modules = ("harness.models.torch_lm", "harness.models.scratch")
     seeds_per_row = True  # generate_tokens draws each row from a generator seeded by its request
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        dtype: str = "float32",
-        device: str = "cpu",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        compile: bool = False,
-        kernels: str | None = None,
-    ):
+    def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
+                 max_length: int | None = None, compile: bool = False, kernels: str | None = None):
         self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
         if compile and not self.device.startswith("cuda"):
             raise HarnessError("compile=True is for cuda (CUDA graphs); on cpu the eager oneDNN path is "
