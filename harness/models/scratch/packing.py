@@ -117,7 +117,6 @@ class Linear(nn.Linear):
     """nn.Linear whose CPU product runs in the kernel `apply_kernels` chose for it."""
 
     kernel = "aten"  # set per instance by apply_kernels
-    out_dtype: torch.dtype | None = None  # onednn-bf16-fp32: the activations' dtype
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "aten" or torch.compiler.is_compiling():  # inductor picks its own kernels
@@ -131,8 +130,8 @@ class Linear(nn.Linear):
 def apply_kernels(model: nn.Module, kernels: str) -> str:
     """Set every Linear of a loaded model to `kernels` (from choose_kernels), re-laying out its
     weights as that path needs; returns `kernels`. A packed or widened head tied to the embedding
-    gets its own copy (the embedding keeps the dense bfloat16 matrix)."""
-    embedding = getattr(model, "tok_embeddings", None)
+    gets its own copy (the embedding keeps the dense bfloat16 matrix); on the other paths it stays
+    shared."""
     for module in model.modules():
         if not isinstance(module, Linear):
             continue
@@ -145,6 +144,4 @@ def apply_kernels(model: nn.Module, kernels: str) -> str:
             module.weight = nn.Parameter(weight.float(), requires_grad=False)
             if module.bias is not None:
                 module.bias = nn.Parameter(module.bias.detach().float(), requires_grad=False)
-        elif embedding is not None and module.weight is embedding.weight:
-            continue  # a tied head on a plain path keeps sharing the embedding
     return kernels
