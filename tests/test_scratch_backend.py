@@ -163,7 +163,7 @@ def test_long_prompts_keep_their_end_and_are_counted(tiny, caplog):
     with caplog.at_level(logging.WARNING):
         out = lm.generate([request, request])
     assert lm.truncated["generate_until"] == 2
-    assert sum("longer than the model's 32 tokens" in r.getMessage() for r in caplog.records) == 1
+    assert sum("do not fit the model's 32 tokens" in r.getMessage() for r in caplog.records) == 1
     expected = lm.tok_decode(lm.generate_ids([tokens[-(32 - 8):]], request))[0]
     assert out == [expected, expected]
     # loglikelihood: the context is cut from the left to max_length + 1 tokens in all

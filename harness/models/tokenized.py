@@ -142,8 +142,9 @@ class TokenizedLM(LanguageModel):
         if not n:
             return
         if not self.truncated[kind]:  # once per kind and model; the counts say how many after that
-            log.warning("%d of %d %s requests are longer than the model's %d tokens: their contexts are "
-                        "cut from the left, keeping the end (as lm-evaluation-harness does)",
+            log.warning("%d of %d %s requests do not fit the model's %d tokens (generation: with room "
+                        "for max_gen_toks): their contexts are cut from the left, keeping the end, as "
+                        "lm-evaluation-harness does; the model's `truncated` counter has the totals",
                         n, total, kind, self.max_length)
         self.truncated[kind] += n
 
