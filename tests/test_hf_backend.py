@@ -75,3 +75,23 @@ def test_info_and_fingerprint(hf_smollm2):
     info = hf_smollm2.info
     assert info.n_params == 134_515_008 and info.dtype == "float32" and info.max_length == 8192
     assert len(hf_smollm2.fingerprint) == 64
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated"])
+def test_a_bad_gguf_file_is_a_one_line_error(tmp_path, content, monkeypatch):
+    from harness.errors import HarnessError
+    from harness.models.hf import HFLanguageModel
+    from harness.models.zoo import ZOO
+
+    monkeypatch.setenv("HARNESS_MODEL_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "bad.gguf"
+    if content == "garbage":
+        path.write_bytes(b"this is not a GGUF file at all\n" * 100)
+    else:  # a download cut short: the header and part of the tensor data
+        with open(ZOO["smollm2-135m"].path(), "rb") as f:
+            path.write_bytes(f.read(4 << 20))
+    with pytest.raises(HarnessError) as err:
+        HFLanguageModel(str(path))
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "truncated, corrupt" in message
+    assert not list((tmp_path / "cache").rglob("harness-complete.json"))  # nothing half-converted kept

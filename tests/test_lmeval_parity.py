@@ -1,5 +1,8 @@
 """An lm-evaluation-harness task file runs unchanged through --include-path and gives
-lm-evaluation-harness's own perplexities on the same model (tolerance 0.5%; observed far closer)."""
+lm-evaluation-harness's own perplexities on the same model. Both run transformers on the same
+weights, so only batch padding differs: about 3e-8 relative was observed; the tolerance, 1e-6
+relative, leaves a 30x margin and still catches any change in what is scored (one token more or
+less moves these perplexities by 1e-3 or more)."""
 
 import json
 
@@ -8,6 +11,7 @@ import pytest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
+RELATIVE = 1e-6  # observed about 3e-8 (see the module docstring)
 
 LM_EVAL_TASK = """\
 task: parity_prose
@@ -61,7 +65,7 @@ def test_word_perplexity_matches_lm_evaluation_harness(task_dir, tmp_path):
     )["results"]["parity_prose"]
     print(json.dumps({"ours": {k: v["value"] for k, v in ours_metrics.items()}, "lm_eval": theirs}, default=str))
     for name in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
-        assert ours_metrics[name]["value"] == pytest.approx(theirs[f"{name},none"], rel=5e-3)
+        assert ours_metrics[name]["value"] == pytest.approx(theirs[f"{name},none"], rel=RELATIVE)
 
 
 def test_short_windows_match_lm_evaluation_harness_max_length(task_dir, tmp_path):
@@ -87,7 +91,7 @@ def test_short_windows_match_lm_evaluation_harness_max_length(task_dir, tmp_path
         task_manager=TaskManager(include_path=str(task_dir)), batch_size=4, device="cpu",
     )["results"]["parity_prose"]
     for name in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
-        assert ours_metrics[name]["value"] == pytest.approx(theirs[f"{name},none"], rel=5e-3)
+        assert ours_metrics[name]["value"] == pytest.approx(theirs[f"{name},none"], rel=RELATIVE)
     # shorter windows see less context: perplexity is higher than with the model's full window
     full = evaluate(["hf:smollm2-135m"], ["parity_prose"],
                     RunOptions(include_paths=[str(task_dir)], output_dir=None, n_boot=10))

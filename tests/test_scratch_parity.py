@@ -107,14 +107,11 @@ def test_logits_match_transformers(scratch_smollm2, hf_smollm2, corpus_ids):
     left_mask = torch.zeros((4, width), dtype=torch.long)
     for i, r in enumerate(rows):
         left[i, width - len(r) :], left_mask[i, width - len(r) :] = torch.tensor(r), 1
-    positions = (left_mask.cumsum(-1) - 1).clamp(min=0)
-    slots = torch.arange(width)
-    valid = left_mask.bool()
-    attn = ((slots[:, None] >= slots[None, :])[None] & (valid[:, None, :] | torch.eye(width, dtype=torch.bool)[None]))[:, None]
-    model.setup_cache(4, width)
+    # the model builds the causal and padding masks and the per-row positions from the padding
+    model.setup_cache(4, width, pad=(1 - left_mask).sum(-1))
     try:
         with torch.inference_mode():
-            ours = model.head(model(left, positions, slots, attn, kv_len=width))
+            ours = model.head(model(left, torch.arange(width)))
     finally:
         model.clear_cache()
     ref = transformers_logits(hf_smollm2, left, left_mask)
@@ -189,11 +186,20 @@ def test_generate_through_harness_matches_hf_backend(scratch_smollm2, hf_smollm2
     assert scratch_smollm2.generate([sampled]) == first and first[0]
 
 
-def test_bfloat16_stays_close(scratch_smollm2, corpus_ids):
+@pytest.mark.parametrize("kernels", ["fallback", "onednn"])
+def test_bfloat16_stays_close(scratch_smollm2, corpus_ids, kernels):
+    """bfloat16 through the CPU path this machine picks by default and through each path forced:
+    `fallback` (AVX2 CPUs) runs everywhere, `onednn` (packed weights) where the CPU allows it."""
     from harness.models.scratch import ScratchLanguageModel
+    from harness.models.scratch.packing import cpu_features, onednn_works
 
-    bf16 = ScratchLanguageModel("smollm2-135m", dtype="bfloat16")
-    assert bf16.model.output.weight.dtype == torch.bfloat16 and bf16.info.dtype == "bfloat16"
+    if kernels == "onednn" and not (cpu_features().bf16_packing and onednn_works(torch.bfloat16)):
+        pytest.skip(f"this CPU ({cpu_features().capability}) cannot pack bfloat16 weights for oneDNN "
+                    "(it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT)")
+    bf16 = ScratchLanguageModel("smollm2-135m", dtype="bfloat16", kernels=kernels)
+    expected = {"fallback": "onednn-bf16-fp32", "onednn": "onednn-bf16-packed"}[kernels]
+    assert bf16.info.extra["kernels"] == expected and bf16.info.dtype == "bfloat16"
+    assert bf16.model.tok_embeddings.weight.dtype == torch.bfloat16
     pairs = [(corpus_ids[:1], corpus_ids[1:200]), (corpus_ids[300:340], corpus_ids[340:380])]
     for (a, _), (b, _), (_, cont) in zip(bf16.score_token_batch(pairs), scratch_smollm2.score_token_batch(pairs), pairs):
         assert abs(a - b) / len(cont) < 0.05

@@ -94,6 +94,16 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_vector_flags() -> list[str]:
+    """The CPU's vector-instruction flags that decide the kernels (AVX2, AVX-512, AMX, ...)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            line = next((x for x in f if x.startswith("flags")), "")
+    except OSError:
+        return []
+    return sorted(f for f in line.partition(":")[2].split() if f.startswith(("avx", "amx", "fma")))
+
+
 def machine() -> dict[str, Any]:
     """CPU model and cores, memory, GPUs, torch threads (when torch is loaded), load average."""
     import psutil
@@ -109,6 +119,8 @@ def machine() -> dict[str, Any]:
         "cpu_cores_physical": psutil.cpu_count(logical=False),
         "cpu_cores_logical": psutil.cpu_count(logical=True),
         "cpu_cores_usable": usable,
+        "cpu_flags": cpu_vector_flags(),
+        "cpu_capability": None,  # torch's dispatch level (AVX2, AVX512, ...), when torch is loaded
         "memory_total_mib": round(psutil.virtual_memory().total / MIB),
         "platform": platform.platform(),
         "gpu": None,
@@ -119,6 +131,7 @@ def machine() -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         if torch.cuda.is_available():
             info["gpu"] = [{"name": torch.cuda.get_device_name(i),
                             "memory_mib": round(torch.cuda.get_device_properties(i).total_memory / MIB)}
@@ -127,9 +140,10 @@ def machine() -> dict[str, Any]:
 
 
 def describe(m: dict[str, Any]) -> str:
-    """One line: 'AMD EPYC 7B13, 2 cores (2 usable), 23 GiB, torch 2 threads, no GPU'."""
+    """One line: 'AMD EPYC 7B13 (AVX2), 2 cores (2 usable), 23 GiB, torch 2 threads, no GPU'."""
     cores = m.get("cpu_cores_physical") or m.get("cpu_cores_logical")
     gpu = ", ".join(g["name"] for g in m["gpu"]) if m.get("gpu") else "no GPU"
     threads = f", torch {m['torch_threads']} threads" if m.get("torch_threads") else ""
-    return (f"{m.get('cpu')}, {cores} cores ({m.get('cpu_cores_usable')} usable), "
+    capability = f" ({m['cpu_capability']})" if m.get("cpu_capability") else ""
+    return (f"{m.get('cpu')}{capability}, {cores} cores ({m.get('cpu_cores_usable')} usable), "
             f"{(m.get('memory_total_mib') or 0) / 1024:.0f} GiB{threads}, {gpu}")

@@ -27,12 +27,12 @@ def progress(message: str) -> None:
 
 
 def measure(spec: str, settings: BenchSettings, load_only: bool = False) -> dict[str, Any]:
-    from harness.models import BACKENDS, load_model, split_spec
+    from harness.models import BACKENDS, backend_class, load_model, split_spec
 
     backend, _ = split_spec(spec)
     options: dict[str, Any] = {"dtype": settings.dtype, "device": settings.device,
                                "batch_size": max(settings.batch_sizes)}
-    if settings.threads:
+    if settings.threads and "n_threads" in (getattr(backend_class(backend), "accepted_options", None) or ()):
         options["n_threads"] = settings.threads
     started = time.perf_counter()
     module = importlib.import_module(BACKENDS[backend].partition(":")[0])
@@ -55,9 +55,12 @@ def measure(spec: str, settings: BenchSettings, load_only: bool = False) -> dict
         "load_peak_rss_mib": load_peak["peak_rss_mib"],
         "load_peak_gpu_allocated_mib": load_peak["peak_gpu_allocated_mib"],
         "module": module.__name__,
+        # which matrix-product kernels ran (the scratch backend's per-CPU choice), beside the machine
+        "kernels": info.get("extra", {}).get("kernels"),
     }
     if not load_only:
-        progress(f"{spec}: loaded in {load_s:.2f} s (imports {import_s:.2f} s)")
+        kernels = f", kernels {record['kernels']}" if record["kernels"] else ""
+        progress(f"{spec}: loaded in {load_s:.2f} s (imports {import_s:.2f} s){kernels}")
         shapes = measure_model(lm, settings, progress=lambda m: progress(f"{spec}: {m}"), memory=probe)
         record["shapes"] = shapes
         rss = [load_peak["peak_rss_mib"], *(s["peak_rss_mib"] for s in shapes)]

@@ -5,8 +5,15 @@ A backend never sees tasks; a task never sees a backend's internals.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.requests import (
@@ -108,3 +115,62 @@ def rolling_windows(
         windows.append((inputs[: n_context + 1], targets[n_context:]))
         scored = end
     return windows
+
+
+# -- the cache key --------------------------------------------------------------------------------
+
+# Always part of a backend's code version: the request handling every backend shares.
+SHARED_CODE = ("harness.models.base", "harness.models.tokenized", "harness.models.source", "harness.requests")
+
+
+@functools.cache
+def code_version(*modules: str) -> str:
+    """sha256 over the source of these modules (a package: every .py file under it, by relative
+    path), so any edit to the code that computes a backend's numbers changes its cache key."""
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        module = importlib.import_module(name)
+        origin = Path(module.__file__ or "")
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for f in files:
+            h.update(f"{name}:{f.relative_to(origin.parent).as_posix()}\0".encode())
+            h.update(f.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def library_versions(*distributions: str) -> dict[str, str]:
+    """Installed versions of the libraries that compute a backend's numbers ("absent" if none)."""
+    out = {}
+    for dist in distributions:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def fingerprint_parts(backend: str, *, weights: str, settings: Mapping[str, Any],
+                      code: Sequence[str] = (), libraries: Sequence[str] = ()) -> dict[str, Any]:
+    """What a backend's cache key holds (docs/cache.md): the backend, the weights' content identity,
+    every setting that changes an output, the hash of the backend's source (plus SHARED_CODE), and
+    the versions of the libraries that compute the numbers."""
+    return {
+        "backend": backend,
+        "weights": weights,
+        "settings": dict(settings),
+        "code": code_version(*SHARED_CODE, *code),
+        "libraries": library_versions(*libraries),
+    }
+
+
+def hash_parts(parts: Mapping[str, Any]) -> str:
+    """sha256 of fingerprint parts, in a canonical JSON form."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def make_fingerprint(backend: str, *, weights: str, settings: Mapping[str, Any],
+                     code: Sequence[str] = (), libraries: Sequence[str] = ()) -> str:
+    """The cache key of a loaded model: the hash of `fingerprint_parts` (every backend calls this)."""
+    return hash_parts(fingerprint_parts(backend, weights=weights, settings=settings, code=code, libraries=libraries))

@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
-from harness.models.source import WeightSource, resolve_source, source_fingerprint
-from harness.models.tokenized import TokenizedLM, TokenPair, batched
-from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo
+from harness.models.source import WeightSource, source_fingerprint
+from harness.models.tokenized import TokenPair
+from harness.models.torch_lm import TorchLM, converted_copy, hub_error, quiet_transformers
+from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HarnessError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
-    if device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise HarnessError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype | str:
-    if dtype == "auto":
-        return "auto"
-    if dtype not in DTYPES:
-        raise HarnessError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
-    return DTYPES[dtype]
-
-
-def _quiet_transformers() -> None:
-    """transformers' own progress bars and warnings only when the user asked for logs (-v)."""
-    if not log.isEnabledFor(logging.INFO):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
 
 
 def converted_gguf_dir(source: WeightSource) -> Path:
@@ -66,10 +34,15 @@ def converted_gguf_dir(source: WeightSource) -> Path:
     if (target / "harness-complete.json").is_file():
         return target
     log.warning("converting %s to a transformers model in %s (once; about 20 s)", source.name, target)
-    _quiet_transformers()
+    quiet_transformers()
     path = source.path
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001 - gguf and transformers raise many types on a bad file
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise HarnessError(f"{source.location}: not a GGUF file transformers can read ({type(err).__name__}: "
+                           f"{first}); the file is truncated, corrupt or of an unsupported architecture") from None
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # save_pretrained refuses a GGUF-quantized config
@@ -77,41 +50,28 @@ def converted_gguf_dir(source: WeightSource) -> Path:
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict(), assign=True)
     plain.tie_weights()
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "harness-complete.json").write_text(json.dumps({"gguf": source.location, "sha256": digest}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+
+    def write(tmp: Path) -> None:
+        plain.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    return converted_copy(target, write, {"gguf": source.location, "sha256": digest})
 
 
-class HFLanguageModel(TokenizedLM):
+class HFLanguageModel(TorchLM):
     """A causal LM from transformers. `name` is a built-in name, directory, .gguf file or hub id."""
 
     backend = "hf"
+    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "trust_remote_code", "revision"})
+    code_modules = ("harness.models.torch_lm", "harness.models.hf")
+    devices = ("cpu", "cuda", "mps")
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        dtype: str = "float32",
-        device: str = "cpu",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-    ):
+    def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
+                 max_length: int | None = None, trust_remote_code: bool = False, revision: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        _quiet_transformers()
-        self.spec = f"hf:{name}"
-        self.source = resolve_source(name)
-        self.device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, self.device)
-        self.auto_batch = batch_size == "auto"
-        self.batch_size = (64 if self.device.startswith("cuda") else 16) if self.auto_batch else int(batch_size)
+        quiet_transformers()
+        self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
         location = self.source.location
         if self.source.kind == "gguf":
             location = str(converted_gguf_dir(self.source))
@@ -119,93 +79,29 @@ class HFLanguageModel(TokenizedLM):
         started = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(location, dtype=self.dtype, **kwargs)
         except OSError as err:
             if self.source.kind == "hub":
-                offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-                why = "the hub is switched off (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached"
-                raise HarnessError(
-                    f"model {name!r} is a Hugging Face hub id that could not be loaded: {why}; "
-                    "download it while online or pass a local model directory"
-                ) from None
+                raise hub_error(name) from None
             raise HarnessError(f"model {name!r} could not be loaded: {str(err).splitlines()[0]}") from None
         self.load_seconds = time.perf_counter() - started
         self.model.to(self.device).eval()
-        self.dtype_name = str(self.model.dtype).removeprefix("torch.")
-        self._max_length = max_length or _config_max_length(self.model.config)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token_id = self.tokenizer.eos_token_id
         weights = source_fingerprint(self.source)
         if self.source.kind == "hub":
             weights += f"@{revision or getattr(self.model.config, '_commit_hash', None) or 'main'}"
-        blob = json.dumps({"backend": "hf", "weights": weights, "dtype": self.dtype_name, "max_length": self._max_length})
-        self._fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        self._finish_init(max_length or _config_max_length(self.model.config), weights,
+                          {"trust_remote_code": trust_remote_code})
 
-    # -- tokenizer ------------------------------------------------------------------------------
+    def extra_info(self) -> dict:
+        return {"architecture": self.model.config.model_type}
 
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    @property
-    def prefix_token_id(self) -> int:
-        tok = self.tokenizer
-        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-
-    def tok_encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids
-
-    def _starts_with_special(self, text: str) -> bool:
-        bos = self.tokenizer.bos_token
-        return bool(bos) and text.startswith(bos)
-
-    @property
-    def chat_template(self) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None) or None
-
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        if not self.chat_template:
-            return super().apply_chat_template(messages)
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    # -- identity -------------------------------------------------------------------------------
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.source.name,
-            backend=self.backend,
-            spec=self.spec,
-            n_params=sum(p.numel() for p in self.model.parameters()),
-            dtype=self.dtype_name,
-            device=self.device,
-            max_length=self._max_length,
-            source=self.source.location,
-            extra={"load_seconds": round(self.load_seconds, 3), "architecture": self.model.config.model_type},
-        )
-
-    # -- scoring --------------------------------------------------------------------------------
-
-    def score_pairs(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
-        while True:
-            try:
-                return super().score_pairs(pairs)
-            except torch.cuda.OutOfMemoryError:
-                if not self.auto_batch or self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                torch.cuda.empty_cache()
-                log.warning("out of memory: retrying with batch size %d", self.batch_size)
+    # -- forward passes -------------------------------------------------------------------------
 
     @torch.inference_mode()
     def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
         inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
         width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
         mask = torch.zeros((len(inputs), width), dtype=torch.long)
         for i, x in enumerate(inputs):
             ids[i, : len(x)] = torch.tensor(x)
@@ -215,7 +111,7 @@ class HFLanguageModel(TokenizedLM):
         keep = width - first
         logits = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=keep
-        ).logits
+        ).logits  # [B, keep, V]
         results = []
         for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
             start = len(x) - len(cont) - first
@@ -226,41 +122,26 @@ class HFLanguageModel(TokenizedLM):
             results.append((logprob, greedy))
         return results
 
-    # -- generation -----------------------------------------------------------------------------
+    def position_logits(self, tokens: Sequence[int]) -> torch.Tensor:
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return self.model(input_ids=ids).logits[0]  # [T, V]
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[str]:
-        out: list[str | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            settings = (r.until, r.max_gen_toks, r.greedy, r.temperature, r.top_p, r.top_k, r.repetition_penalty)
-            # Sampled requests run alone, seeded, so their text never depends on batch company.
-            key = settings if r.greedy else (*settings, i)
-            groups.setdefault(key, []).append(i)
-        for idx in groups.values():
-            encoded = [self.encode_context(requests[i].prompt) for i in idx]
-            texts = batched(
-                list(zip(idx, encoded)),
-                lambda item: len(item[1]),
-                self.batch_size,
-                lambda batch: self._generate_batch(requests[batch[0][0]], [e for _, e in batch]),
-            )
-            for i, text in zip(idx, texts):
-                out[i] = text
-        return out  # type: ignore[return-value]
+    def _left_padded(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids and attention mask [B, W]: every row ends where generation starts."""
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(list(p))
+            mask[i, width - len(p) :] = 1
+        return ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()
-    def _generate_batch(self, req: GenerateRequest, prompts: list[list[int]]) -> list[str]:
-        max_new = req.max_gen_toks
-        limit = self._max_length - max_new
-        prompts = [p[-limit:] if limit > 0 else p[-1:] for p in prompts]
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: every row ends where generation starts
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        kwargs = {"max_new_tokens": max_new, "pad_token_id": pad, "do_sample": not req.greedy}
+    def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
+        req = requests[0]  # one group's settings; sampled requests come one at a time (global RNG)
+        ids, mask = self._left_padded(prompts)
+        kwargs = {"max_new_tokens": req.max_gen_toks, "pad_token_id": self.pad_token_id, "do_sample": not req.greedy}
         if not req.greedy:
             kwargs.update(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k or None)
             torch.manual_seed(req.seed)
@@ -270,11 +151,41 @@ class HFLanguageModel(TokenizedLM):
             kwargs["repetition_penalty"] = req.repetition_penalty
         if req.until:
             kwargs.update(stop_strings=list(req.until), tokenizer=self.tokenizer)
-        generated = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
-        )
-        texts = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
-        return [cut_at_stop(t, req.until) for t in texts]
+        generated = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        return [cut_at_stop(t, req.until) for t in self.tok_decode(generated[:, ids.shape[1] :].tolist())]
+
+    # -- benchmarking hook (harness.benchmark) ----------------------------------------------------
+
+    def stream_token_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                         on_token: Callable[[int, int], None]) -> list[list[int]]:
+        """Greedy continuation of each (equal-length) token prompt by exactly max_new_tokens
+        tokens, EOS suppressed, calling on_token(row, token) as each step's tokens reach the host:
+        transformers' `model.generate`, the path `generate` takes, with a streamer."""
+        from transformers.generation.streamers import BaseStreamer
+
+        out: list[list[int]] = [[] for _ in prompts]
+
+        class Stream(BaseStreamer):
+            seen_prompt = False
+
+            def put(self, value) -> None:
+                if not self.seen_prompt:  # generate hands over the prompt first
+                    self.seen_prompt = True
+                    return
+                for row, token in enumerate(value.reshape(-1).tolist()):
+                    out[row].append(token)
+                    on_token(row, token)
+
+            def end(self) -> None:
+                pass
+
+        ids, mask = self._left_padded(prompts)
+        with torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                temperature=None, top_p=None, top_k=None,
+                                pad_token_id=self.pad_token_id, streamer=Stream())
+        return out
 
 
 def _config_max_length(config) -> int:

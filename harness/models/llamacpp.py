@@ -10,8 +10,6 @@ the high-level Llama object holds one sequence, so `batch_size` only groups requ
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -20,10 +18,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.models.base import cut_at_stop
+from harness.models.base import cut_at_stop, make_fingerprint
 from harness.models.source import resolve_source, source_fingerprint
-from harness.models.tokenized import TokenizedLM, TokenPair
-from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo
+from harness.models.tokenized import LocalLM, TokenPair
+from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +55,15 @@ def _context_length(path) -> int:
     return int(value) if value and value.isdigit() else 2048
 
 
-class LlamaCppLanguageModel(TokenizedLM):
+class LlamaCppLanguageModel(LocalLM):
     """A GGUF model run by llama.cpp. `name`: a built-in name or a .gguf file."""
 
     backend = "llamacpp"
+    seeds_per_row = True  # every request is sampled alone, with its own seed
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "n_threads"})
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        dtype: str = "float32",
-        device: str = "cpu",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        n_threads: int | None = None,
-    ):
+    def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
+                 max_length: int | None = None, n_threads: int | None = None):
         try:
             import llama_cpp
         except ModuleNotFoundError:
@@ -120,15 +111,17 @@ class LlamaCppLanguageModel(TokenizedLM):
         self._llama_cpp = llama_cpp
         self._vocab = self.llm._model.vocab
         self.quantization = self.llm._model.desc().split(" ", 2)[-1]  # "llama ?B Q4_1 - ..." -> "Q4_1"
+        self.dtype_name = self.quantization
         bos, eos = self.llm.token_bos(), self.llm.token_eos()
         self._bos = bos if bos >= 0 else None
         self._eos = eos if eos >= 0 else None
         self._bos_text = self._special_text(self._bos)
         self._eos_text = self._special_text(self._eos)
-        weights = source_fingerprint(self.source)
-        blob = json.dumps({"backend": "llamacpp", "weights": weights, "max_length": self._max_length,
-                           "llama_cpp": llama_cpp.__version__})
-        self._fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        self._fingerprint = make_fingerprint(
+            "llamacpp", weights=source_fingerprint(self.source), code=("harness.models.llamacpp",),
+            libraries=("llama-cpp-python", "transformers"),
+            settings={"max_length": self._max_length, "device": self.device},
+        )
 
     def _special_text(self, token: int | None) -> str:
         if token is None:
@@ -178,26 +171,12 @@ class LlamaCppLanguageModel(TokenizedLM):
 
     # -- identity -------------------------------------------------------------------------------
 
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
+    def n_params(self) -> int:
+        return int(self.llm._model.n_params())
 
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.source.name,
-            backend=self.backend,
-            spec=self.spec,
-            n_params=int(self.llm._model.n_params()),
-            dtype=self.quantization,
-            device=self.device,
-            max_length=self._max_length,
-            source=self.source.location,
-            extra={"load_seconds": round(self.load_seconds, 3),
-                   "architecture": self.llm.metadata.get("general.architecture"),
-                   "n_threads": self.n_threads, "llama_cpp": self._llama_cpp.__version__,
-                   "file_bytes": self.source.path.stat().st_size},
-        )
+    def extra_info(self) -> dict:
+        return {"architecture": self.llm.metadata.get("general.architecture"), "n_threads": self.n_threads,
+                "llama_cpp": self._llama_cpp.__version__, "file_bytes": self.source.path.stat().st_size}
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -253,14 +232,12 @@ class LlamaCppLanguageModel(TokenizedLM):
     def _is_end(self, token: int) -> bool:
         return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[str]:
+    def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
+        """One request after another (llama.cpp runs one sequence at a time), each with its own seed."""
         out = []
-        for req in requests:
-            limit = max(1, self._max_length - req.max_gen_toks)
-            prompt = self.encode_context(req.prompt)[-limit:] or [self.prefix_token_id]
+        for req, prompt in zip(requests, prompts):
             max_new = min(req.max_gen_toks, self._max_length - len(prompt))
             generated: list[int] = []
-            text = ""
             if max_new > 0:
                 stream = self._token_stream(prompt, greedy=req.greedy, temperature=req.temperature,
                                             top_k=req.top_k, top_p=req.top_p,
@@ -269,10 +246,8 @@ class LlamaCppLanguageModel(TokenizedLM):
                     if self._is_end(token):
                         break
                     generated.append(token)
-                    if req.until:
-                        text = self._detokenize(generated)
-                        if any(stop and stop in text for stop in req.until):
-                            break
+                    if req.until and any(stop and stop in self._detokenize(generated) for stop in req.until):
+                        break
                     if len(generated) >= max_new:
                         break
                 stream.close()

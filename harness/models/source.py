@@ -81,14 +81,21 @@ def file_sha256(path: Path) -> str:
 
 def source_fingerprint(source: WeightSource) -> str:
     """A content identity for the weights: the GGUF's sha256, a directory's file hashes, or the hub
-    id (plus revision, resolved by the backend)."""
+    id (plus revision, resolved by the backend).
+
+    A directory counts every file under it, subfolders and code (`*.py`, which trust_remote_code
+    runs) included, by relative path and content; only hidden entries (`.git`, `.cache`: version
+    control and download bookkeeping, which no loader reads) are left out."""
     if source.kind == "gguf":
         return file_sha256(source.path)
     if source.kind == "dir":
         h = hashlib.sha256()
-        for f in sorted(source.path.iterdir()):
-            if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".model", ".txt", ".jinja"}:
-                h.update(f.name.encode())
-                h.update(file_sha256(f).encode())
+        root = source.path
+        for f in sorted(root.rglob("*")):
+            rel = f.relative_to(root)
+            if any(part.startswith(".") for part in rel.parts) or not f.is_file():
+                continue
+            h.update(rel.as_posix().encode() + b"\0")
+            h.update(file_sha256(f).encode())
         return h.hexdigest()
     return hashlib.sha256(source.location.encode()).hexdigest()

@@ -1,18 +1,23 @@
 """Shared logic for backends that own a tokenizer and score token sequences in process.
 
-Subclasses provide tokenization and one batched forward pass; this class turns text requests
-into token requests the way lm-evaluation-harness does (context/continuation split, prefix token,
-rolling windows), batches them longest first and restores the original order.
+Subclasses provide tokenization, one batched forward pass and a batched generation step; this
+class turns text requests into token requests the way lm-evaluation-harness does
+(context/continuation split, prefix token, rolling windows, contexts longer than the model cut from
+the left), batches them longest first and restores the original order.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from harness.models.base import LanguageModel, rolling_windows
-from harness.requests import LoglikelihoodResponse, RollingResponse
+from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo, RollingResponse
+
+log = logging.getLogger(__name__)
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
 # One position of a token sequence: log P(token | tokens before it) (None where nothing predicts
@@ -26,6 +31,9 @@ class TokenizedLM(LanguageModel):
     """A LanguageModel built on `tok_encode` and `score_token_batch`."""
 
     batch_size: int = 8
+    # Sampled requests with equal settings may share a batch: the backend seeds each row from its
+    # own request (generate_batch's `requests`). Otherwise each sampled request runs alone.
+    seeds_per_row: bool = False
 
     @property
     @abstractmethod
@@ -103,15 +111,80 @@ class TokenizedLM(LanguageModel):
         """Score token pairs in batches, longest first, truncating the context from the left."""
         limit = self.max_length + 1
         clipped = []
+        n_cut = 0
         for ctx, cont in pairs:
             if len(ctx) + len(cont) > limit:
+                n_cut += 1
                 keep = limit - len(cont)
                 if keep < 1:  # the continuation alone is too long: keep its tail, one token of context
                     ctx, cont = (ctx + cont)[-limit:][:1], (ctx + cont)[-limit:][1:]
                 else:
                     ctx = ctx[-keep:]
             clipped.append((ctx, cont))
-        return batched(clipped, lambda p: len(p[0]) + len(p[1]), self.batch_size, self.score_token_batch)
+        self._count_truncated("loglikelihood", n_cut, len(pairs))
+        return self.run_batches(clipped)
+
+    def run_batches(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """score_token_batch over batches of pairs that fit the model, longest first."""
+        return batched(pairs, lambda p: len(p[0]) + len(p[1]), self.batch_size, self.score_token_batch)
+
+    # -- truncation bookkeeping ---------------------------------------------------------------------
+
+    @property
+    def truncated(self) -> Counter:
+        """Requests whose context was cut to fit the model, by kind (`loglikelihood`,
+        `generate_until`), since the model was loaded: a runner records the difference per task."""
+        if "_truncated" not in self.__dict__:
+            self._truncated: Counter = Counter()
+        return self._truncated
+
+    def _count_truncated(self, kind: str, n: int, total: int) -> None:
+        if not n:
+            return
+        if not self.truncated[kind]:  # once per kind and model; the counts say how many after that
+            log.warning("%d of %d %s requests do not fit the model's %d tokens (generation: with room "
+                        "for max_gen_toks): their contexts are cut from the left, keeping the end, as "
+                        "lm-evaluation-harness does; the model's `truncated` counter has the totals",
+                        n, total, kind, self.max_length)
+        self.truncated[kind] += n
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[str]:
+        """Requests grouped by their settings, each group batched longest prompt first."""
+        out: list[str | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            settings = (r.until, r.max_gen_toks, r.greedy, r.temperature, r.top_p, r.top_k, r.repetition_penalty)
+            # sampled text must never depend on batch company: per-row seeds, or alone
+            key = settings if r.greedy or self.seeds_per_row else (*settings, i)
+            groups.setdefault(key, []).append(i)
+        prompts = self.prompt_tokens(requests)
+        for idx in groups.values():
+            texts = batched(idx, lambda i: len(prompts[i]), self.batch_size,
+                            lambda batch: self.generate_batch([requests[i] for i in batch], [prompts[i] for i in batch]))
+            for i, text in zip(idx, texts):
+                out[i] = text
+        return out  # type: ignore[return-value]
+
+    def prompt_tokens(self, requests: Sequence[GenerateRequest]) -> list[list[int]]:
+        """Each prompt's tokens, cut from the left to leave room for max_gen_toks new tokens
+        (lm-evaluation-harness keeps the last max_length - max_gen_toks tokens); never empty."""
+        out, n_cut = [], 0
+        for r in requests:
+            tokens = self.encode_context(r.prompt)
+            limit = max(1, self.max_length - r.max_gen_toks)
+            if len(tokens) > limit:
+                n_cut += 1
+                tokens = tokens[-limit:]
+            out.append(tokens or [self.prefix_token_id])
+        self._count_truncated("generate_until", n_cut, len(requests))
+        return out
+
+    def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
+        """Continuations of token prompts that share their settings (all but the seed): texts cut
+        before the first stop sequence. Backends that generate define it."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
 
     # -- per-token scores (what an OpenAI-compatible server echoes) -------------------------------
 
@@ -132,23 +205,40 @@ class TokenizedLM(LanguageModel):
         return [(None, []), *zip(picked, tops[:-1]), (None, tops[-1])]
 
     def position_logits(self, tokens: Sequence[int]):  # noqa: ANN201 - torch is imported lazily
-        """Next-token logits after every prefix of `tokens`, a [len(tokens), vocab] tensor.
+        """Next-token logits after every prefix of `tokens`, a [len(tokens), vocab] tensor (one
+        forward pass). Each backend defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose per-position logits")
 
-        This default drives `self.model` on `self.device` as a transformers causal LM (`.logits`)
-        or as the scratch decoder (final hidden states, then `.head`); other backends override it.
-        """
-        import torch
 
-        module = getattr(self, "model", None)
-        if not isinstance(module, torch.nn.Module):
-            raise NotImplementedError(f"{type(self).__name__} does not expose per-position logits")
-        device = getattr(self, "device", "cpu")
-        ids = torch.tensor([list(tokens)], dtype=torch.long, device=device)
-        with torch.inference_mode():
-            if hasattr(module, "get_output_embeddings"):  # transformers
-                return module(input_ids=ids).logits[0]
-            positions = torch.arange(len(tokens), device=device)[None]
-            return module.head(module(ids, positions))[0]
+class LocalLM(TokenizedLM):
+    """A TokenizedLM whose weights come from a local WeightSource: the identity every in-process
+    backend reports alike. Subclasses set `spec`, `source`, `device`, `dtype_name`, `_max_length`,
+    `_fingerprint` and `load_seconds`, and define `n_params` and `extra_info`."""
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def n_params(self) -> int | None:
+        return None
+
+    def extra_info(self) -> dict[str, Any]:
+        """Backend-specific entries of `info.extra` (architecture, kernels, ...)."""
+        return {}
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.source.name,
+            backend=self.backend,
+            spec=self.spec,
+            n_params=self.n_params(),
+            dtype=self.dtype_name,
+            device=self.device,
+            max_length=self._max_length,
+            source=self.source.location,
+            extra={"load_seconds": round(self.load_seconds, 3), **self.extra_info()},
+        )
 
 
 def batched(

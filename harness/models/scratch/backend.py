@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -17,34 +13,17 @@ from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
 from harness.models.scratch.generate import Sampling, generate_tokens, make_decode_step
 from harness.models.scratch.model import Transformer
+from harness.models.scratch.packing import apply_kernels, choose_kernels, cpu_features, requested_kernels
 from harness.models.scratch.weights import load_gguf, load_hf_dir
-from harness.models.source import WeightSource, resolve_source, source_fingerprint
-from harness.models.tokenized import TokenizedLM, TokenPair, batched
-from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo
+from harness.models.source import WeightSource, source_fingerprint
+from harness.models.tokenized import TokenPair
+from harness.models.torch_lm import TorchLM, converted_copy, hub_error
+from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HEAD_CHUNK_ELEMENTS = 6 << 20  # logits per chunk of scored positions: 24 MB in float32, cache-sized
 CPU_BODY_TOKENS = 2048  # tokens per forward pass when scoring on CPU
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HarnessError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise HarnessError(f"the scratch backend runs on cpu or cuda, not {device!r}; use cpu, cuda, cuda:N or auto")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise HarnessError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
-    return DTYPES[dtype]
 
 
 def load_tokenizer(source: WeightSource, location: Path, digest: str):
@@ -58,21 +37,16 @@ def load_tokenizer(source: WeightSource, location: Path, digest: str):
     from harness.cache import model_cache_dir
 
     target = model_cache_dir() / "scratch-tokenizer" / digest[:24]
-    if (target / "harness-complete.json").is_file():
-        return AutoTokenizer.from_pretrained(str(target))
-    log.info("converting the tokenizer of %s (once) into %s", location, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(location.parent), gguf_file=location.name)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "harness-complete.json").write_text(json.dumps({"gguf": str(location), "sha256": digest}))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    except OSError as err:  # a read-only cache costs time, not correctness
-        log.warning("could not cache the converted tokenizer in %s: %s", target, err)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tokenizer
+    if not (target / "harness-complete.json").is_file():
+        log.info("converting the tokenizer of %s (once) into %s", location, target)
+        tokenizer = AutoTokenizer.from_pretrained(str(location.parent), gguf_file=location.name)
+        try:
+            target = converted_copy(target, lambda tmp: tokenizer.save_pretrained(str(tmp)),
+                                    {"gguf": str(location), "sha256": digest})
+        except OSError as err:  # a read-only cache costs time, not correctness
+            log.warning("could not cache the converted tokenizer in %s: %s", target, err)
+            return tokenizer
+    return AutoTokenizer.from_pretrained(str(target))
 
 
 def _hub_directory(repo_id: str) -> Path:
@@ -81,40 +55,24 @@ def _hub_directory(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt"]))
     except Exception as err:  # noqa: BLE001 - the hub client raises many types
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        why = "the hub is switched off (HF_HUB_OFFLINE=1)" if offline else f"the hub could not be reached ({type(err).__name__})"
-        raise HarnessError(
-            f"model {repo_id!r} is a Hugging Face hub id that could not be loaded: {why}; "
-            "download it while online or pass a local model directory"
-        ) from None
+        raise hub_error(repo_id, err) from None
 
 
-class ScratchLanguageModel(TokenizedLM):
+class ScratchLanguageModel(TorchLM):
     """The harness's own LLaMA-family decoder. `name`: built-in name, .gguf file, HF directory or hub id."""
 
     backend = "scratch"
-    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile"})
+    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile", "kernels"})
+    code_modules = ("harness.models.torch_lm", "harness.models.scratch")
+    seeds_per_row = True  # generate_tokens draws each row from a generator seeded by its request
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        dtype: str = "float32",
-        device: str = "cpu",
-        batch_size: int | str = 8,
-        max_length: int | None = None,
-        compile: bool = False,
-    ):
-        self.spec = f"scratch:{name}"
-        self.source = resolve_source(name)
-        self.device = resolve_device(device)
+    def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
+                 max_length: int | None = None, compile: bool = False, kernels: str | None = None):
+        self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
         if compile and not self.device.startswith("cuda"):
             raise HarnessError("compile=True is for cuda (CUDA graphs); on cpu the eager oneDNN path is "
                                "faster, so leave compile off")
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.dtype_name = str(self.dtype).removeprefix("torch.")
-        self.auto_batch = batch_size == "auto"
-        self.batch_size = (64 if self.device.startswith("cuda") else 16) if self.auto_batch else int(batch_size)
+        requested = requested_kernels(kernels)
         started = time.perf_counter()
         weights = source_fingerprint(self.source)
         if self.source.kind == "gguf":
@@ -128,79 +86,27 @@ class ScratchLanguageModel(TokenizedLM):
             self.config, tensors = load_hf_dir(location)
             template = None
         self.model = Transformer.from_tensors(self.config, tensors, self.dtype, self.device, where=str(location))
+        # CPU-specific weight layout, after loading: see packing.py
+        self.kernels = apply_kernels(self.model, choose_kernels(self.device, self.dtype, requested))
         self.tokenizer = load_tokenizer(self.source, location, weights)
         if template and not getattr(self.tokenizer, "chat_template", None):
             self.tokenizer.chat_template = template
         self.load_seconds = time.perf_counter() - started
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token_id = self.tokenizer.eos_token_id
-        self._max_length = max_length or self.config.max_seq_len
         self._decode_step = make_decode_step(self.model, compile)
-        blob = json.dumps({"backend": "scratch", "weights": weights, "dtype": self.dtype_name, "max_length": self._max_length})
-        self._fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        self._finish_init(max_length or self.config.max_seq_len, weights,
+                          {"kernels": self.kernels, "compile": bool(compile)})
 
-    # -- tokenizer ------------------------------------------------------------------------------
+    def n_params(self) -> int:
+        return self.model.n_params()
 
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    @property
-    def prefix_token_id(self) -> int:
-        tok = self.tokenizer
-        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-
-    def tok_encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids
-
-    def _starts_with_special(self, text: str) -> bool:
-        bos = self.tokenizer.bos_token
-        return bool(bos) and text.startswith(bos)
-
-    @property
-    def chat_template(self) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None) or None
-
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        if not self.chat_template:
-            return super().apply_chat_template(messages)
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    # -- identity -------------------------------------------------------------------------------
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.source.name,
-            backend=self.backend,
-            spec=self.spec,
-            n_params=self.model.n_params(),
-            dtype=self.dtype_name,
-            device=self.device,
-            max_length=self._max_length,
-            source=self.source.location,
-            extra={"load_seconds": round(self.load_seconds, 3), "architecture": self.config.architecture},
-        )
+    def extra_info(self) -> dict:
+        return {"architecture": self.config.architecture, "kernels": self.kernels,
+                "cpu": cpu_features().capability if self.device == "cpu" else None}
 
     def close(self) -> None:
         self.model.clear_cache()
 
-    # -- scoring --------------------------------------------------------------------------------
-
-    def score_pairs(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
-        while True:
-            try:
-                return super().score_pairs(pairs)
-            except torch.cuda.OutOfMemoryError:
-                if not self.auto_batch or self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                torch.cuda.empty_cache()
-                log.warning("out of memory: retrying with batch size %d", self.batch_size)
+    # -- forward passes -------------------------------------------------------------------------
 
     @torch.inference_mode()
     def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
@@ -210,7 +116,7 @@ class ScratchLanguageModel(TokenizedLM):
             return [(0.0, True)] * len(pairs)
         inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
         width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
         rows, cols, targets = [], [], []
         for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
             ids[i, : len(x)] = torch.tensor(x)
@@ -219,23 +125,23 @@ class ScratchLanguageModel(TokenizedLM):
             cols += range(start, len(x))
             targets += cont
         ids = ids.to(self.device)
-        positions = torch.arange(width, device=self.device).expand(len(inputs), -1)
+        positions = torch.arange(width, device=self.device)  # [W], the same for every row
         # On CPU the body runs over a few rows at a time: activations of ~2k tokens stay in cache
         # (about 1.3x the throughput of one 16 x 512 pass here); on a GPU, the whole batch at once.
         step = len(inputs) if self.device != "cpu" else max(1, CPU_BODY_TOKENS // width)
         rows_t, cols_t = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
         parts = []
         for first in range(0, len(inputs), step):
-            hidden = self.model(ids[first : first + step], positions[first : first + step])
+            hidden = self.model(ids[first : first + step], positions)  # [step, W, dim]
             keep = (rows_t >= first) & (rows_t < first + step)
             parts.append(hidden[rows_t[keep] - first, cols_t[keep]])
-        scored = torch.cat(parts)  # rows are in order, so this is the order of `targets`
+        scored = torch.cat(parts)  # [N, dim]: rows are in order, so this is the order of `targets`
         del hidden, parts
-        target = torch.tensor(targets, device=self.device)
+        target = torch.tensor(targets, device=self.device)  # [N]
         chunk = max(1, HEAD_CHUNK_ELEMENTS // self.config.vocab_size)
         logprobs, greedy = [], []
         for start in range(0, len(targets), chunk):
-            logits = self.model.head(scored[start : start + chunk]).float().log_softmax(-1)
+            logits = self.model.head(scored[start : start + chunk]).float().log_softmax(-1)  # [chunk, V]
             t = target[start : start + chunk]
             logprobs.append(logits.gather(-1, t[:, None])[:, 0])
             greedy.append(logits.argmax(-1) == t)
@@ -247,33 +153,15 @@ class ScratchLanguageModel(TokenizedLM):
             at += n
         return results
 
-    # -- generation -----------------------------------------------------------------------------
+    def position_logits(self, tokens: Sequence[int]) -> torch.Tensor:
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)  # [1, T]
+        with torch.inference_mode():
+            return self.model.head(self.model(ids, torch.arange(len(tokens), device=self.device)))[0]  # [T, V]
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[str]:
-        out: list[str | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            settings = (r.until, r.max_gen_toks, r.greedy, r.temperature, r.top_p, r.top_k, r.repetition_penalty)
-            # Sampled requests run alone, seeded, so their text never depends on batch company.
-            key = settings if r.greedy else (*settings, i)
-            groups.setdefault(key, []).append(i)
-        for idx in groups.values():
-            encoded = [self.encode_context(requests[i].prompt) for i in idx]
-            texts = batched(
-                list(zip(idx, encoded)),
-                lambda item: len(item[1]),
-                self.batch_size,
-                lambda batch: self._generate_batch(requests[batch[0][0]], [e for _, e in batch]),
-            )
-            for i, text in zip(idx, texts):
-                out[i] = text
-        return out  # type: ignore[return-value]
-
-    def generate_ids(self, prompts: list[list[int]], req: GenerateRequest) -> list[list[int]]:
-        """Token ids of the continuations of token prompts (EOS and everything after it dropped)."""
-        max_new = req.max_gen_toks
-        limit = self._max_length - max_new
-        prompts = [(p[-limit:] if limit > 0 else p[-1:]) or [self.prefix_token_id] for p in prompts]
+    def generate_ids(self, prompts: Sequence[list[int]], req: GenerateRequest,
+                     seeds: Sequence[int] | None = None) -> list[list[int]]:
+        """Token ids of the continuations of token prompts (EOS and everything after it dropped);
+        sampled row i draws from a generator seeded by seeds[i] (default: req.seed)."""
         sampling = Sampling(
             greedy=req.greedy, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
             repetition_penalty=req.repetition_penalty, seed=req.seed,
@@ -287,11 +175,26 @@ class ScratchLanguageModel(TokenizedLM):
 
         eos = {*self.config.eos_token_ids, self.tokenizer.eos_token_id} - {None}
         return generate_tokens(
-            self.model, prompts, max_new, sampling=sampling, eos_ids=sorted(eos),
-            pad_id=self.tokenizer.pad_token_id, should_stop=should_stop, decode_step=self._decode_step,
+            self.model, prompts, req.max_gen_toks, sampling=sampling, eos_ids=sorted(eos),
+            pad_id=self.pad_token_id, should_stop=should_stop, decode_step=self._decode_step, seeds=seeds,
         )
 
-    def _generate_batch(self, req: GenerateRequest, prompts: list[list[int]]) -> list[str]:
-        generated = self.generate_ids(prompts, req)
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        return [cut_at_stop(t, req.until) for t in texts]
+    def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
+        req = requests[0]  # the group's settings; each row keeps its own request's seed
+        generated = self.generate_ids(prompts, req, seeds=[r.seed for r in requests])
+        return [cut_at_stop(t, req.until) for t in self.tok_decode(generated)]
+
+    # -- benchmarking hook (harness.benchmark) ----------------------------------------------------
+
+    def stream_token_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                         on_token: Callable[[int, int], None]) -> list[list[int]]:
+        """Greedy continuation of each token prompt by exactly max_new_tokens tokens (no EOS stop),
+        calling on_token(row, token) once per new token of each row, through `generate_tokens` and
+        this backend's own decode step (torch.compile'd when loaded with compile=True)."""
+
+        def should_stop(row: int, tokens: list[int]) -> bool:
+            on_token(row, tokens[-1])
+            return False
+
+        return generate_tokens(self.model, [list(p) for p in prompts], max_new_tokens, pad_id=self.pad_token_id,
+                               should_stop=should_stop, decode_step=self._decode_step)

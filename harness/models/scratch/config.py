@@ -42,7 +42,8 @@ class ModelConfig:
     rope_freq_factors: tuple[float, ...] | None = None  # GGUF's rope_freqs tensor: inv_freq / f
     # switches for other families
     activation: str = "silu"  # gated MLP: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
-    attention_bias: bool = False  # q/k/v projections have biases (Qwen2)
+    attention_bias: bool = False  # q/k/v projections have biases (Qwen2; LLaMA's attention_bias)
+    attention_out_bias: bool = False  # the output projection too (LLaMA's attention_bias, not Qwen2)
     mlp_bias: bool = False
     embedding_scale: float = 1.0  # Gemma: sqrt(dim)
     norm_weight_offset: float = 0.0  # Gemma stores w - 1 and scales by (1 + w)
@@ -140,6 +141,8 @@ def config_from_hf(d: dict[str, Any], where: str = "config.json") -> ModelConfig
             rope_original_max_len=int(rope.get("original_max_position_embeddings", 8192)),
             activation=_ACTIVATIONS.get(d.get("hidden_act", "silu"), str(d.get("hidden_act"))),
             attention_bias=bool(d.get("attention_bias", arch == "qwen2")),
+            # transformers' Llama/Mistral put the bias on o_proj too; Qwen2 never does
+            attention_out_bias=bool(d.get("attention_bias", False)) and arch != "qwen2",
             mlp_bias=bool(d.get("mlp_bias", False)),
             layer_windows=windows,
             bos_token_id=d.get("bos_token_id"),

@@ -68,10 +68,13 @@ def generate_tokens(
     pad_id: int = 0,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     decode_step: Callable | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Continue each prompt by up to max_new_tokens tokens; a row stops at an EOS token (not
     returned) or when should_stop(row, tokens) says so. One prefill pass over the left-padded batch,
-    then one pass per new token over a static cache of prompt width + max_new_tokens slots."""
+    then one pass per new token over a static cache of prompt width + max_new_tokens slots.
+    Sampled rows draw from their own generator, seeded by `seeds[row]` (default: sampling.seed),
+    so a row's text does not depend on the other rows of the batch."""
     if max_new_tokens < 1 or not prompts:
         return [[] for _ in prompts]
     device = model.inv_freq.device
@@ -79,36 +82,28 @@ def generate_tokens(
     S = W + max_new_tokens
     if decode_step is not None:  # a few cache sizes, so the compiled step is reused
         S = -(-S // 256) * 256
-    pad = torch.tensor([W - len(p) for p in prompts], device=device)
-    tokens = torch.full((B, W), pad_id, dtype=torch.long)
+    tokens = torch.full((B, W), pad_id, dtype=torch.long)  # [B, W], left-padded
     for i, p in enumerate(prompts):
         tokens[i, W - len(p) :] = torch.tensor(list(p), dtype=torch.long)
     tokens = tokens.to(device)
     slot_ids = torch.arange(S, device=device)
-    valid = slot_ids[None, :] >= pad[:, None]  # [B, S]: real tokens (and every generated slot)
-    positions = (slot_ids[None, :W] - pad[:, None]).clamp(min=0)
-    # prefill: causal over real tokens; a pad query sees itself only, so no row is all -inf
-    causal = slot_ids[:W, None] >= slot_ids[None, :W]
-    eye = slot_ids[:W, None] == slot_ids[None, :W]
-    mask = (causal[None] & (valid[:, None, :W] | eye[None]))[:, None]
-    model.setup_cache(B, S)
+    model.setup_cache(B, S, pad=torch.tensor([W - len(p) for p in prompts]))
     try:
-        hidden = model(tokens, positions, slot_ids[:W], mask, kv_len=W)
-        logits = model.head(hidden[:, -1]).float()
+        logits = model.head(model(tokens, slot_ids[:W])[:, -1]).float()  # [B, V]
         seen = None
         if sampling.repetition_penalty != 1.0:
-            seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=device)
+            seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=device)  # [B, V]
             for i, p in enumerate(prompts):
                 seen[i, list(p)] = True
         generators = None
         if not sampling.greedy:
-            generators = [torch.Generator(device=device).manual_seed(sampling.seed) for _ in range(B)]
+            row_seeds = list(seeds) if seeds is not None else [sampling.seed] * B
+            generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in row_seeds]
         out: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
         eos = set(eos_ids)
-        position = positions[:, -1:] + 1
         for step in range(max_new_tokens):
-            chosen = next_tokens(logits, sampling, seen, generators)
+            chosen = next_tokens(logits, sampling, seen, generators)  # [B]
             for i, token in enumerate(chosen.tolist()):
                 if done[i]:
                     continue
@@ -122,15 +117,11 @@ def generate_tokens(
                 break
             if seen is not None:
                 seen.scatter_(1, chosen[:, None], True)
-            slot = W + step
+            slot = slot_ids[W + step : W + step + 1]  # [1]
             if decode_step is not None:  # compiled: static shapes over the whole cache
-                step_mask = (valid & (slot_ids <= slot)[None])[:, None, None, :]
-                logits = decode_step(chosen[:, None], position, slot_ids[slot : slot + 1], step_mask)
+                logits = decode_step(chosen[:, None], slot)
             else:
-                hidden = model(chosen[:, None], position, slot_ids[slot : slot + 1],
-                               valid[:, None, None, : slot + 1], kv_len=slot + 1)
-                logits = model.head(hidden[:, -1]).float()
-            position = position + 1
+                logits = model.head(model(chosen[:, None], slot)[:, -1]).float()
         return out
     finally:
         model.clear_cache()
@@ -141,8 +132,8 @@ def make_decode_step(model: Transformer, compile: bool) -> Callable | None:
     if not compile:
         return None
 
-    def step(token: Tensor, position: Tensor, slot: Tensor, mask: Tensor) -> Tensor:
-        return model.head(model(token, position, slot, mask)[:, -1]).float()
+    def step(token: Tensor, slot: Tensor) -> Tensor:
+        return model.head(model(token, slot)[:, -1]).float()
 
     mode = "reduce-overhead" if model.inv_freq.device.type == "cuda" else None
     return torch.compile(step, mode=mode, fullgraph=True, dynamic=False)

@@ -5,7 +5,10 @@ cos/sin cast to the activation dtype, softmax attention through F.scaled_dot_pro
 so the same weights give the same logits. Three things differ for speed: q/k/v are one matrix
 (`wqkv`) and gate/up are one matrix (`w13`), which halves the number of matrix passes per layer;
 the output head is applied by the caller, only where logits are needed; and on CPU the matrix
-products go through oneDNN (see `Linear`).
+products go through the kernels packing.py picks for the machine (applied after loading).
+
+The model owns its rotary tables and, with a KV cache, the causal and padding masks: callers pass
+tokens and positions only.
 """
 
 from __future__ import annotations
@@ -18,41 +21,7 @@ from torch import Tensor, nn
 
 from harness.errors import HarnessError
 from harness.models.scratch.config import ModelConfig
-
-
-def _onednn_works() -> bool:
-    """Whether torch's oneDNN linear kernel runs here and agrees with F.linear."""
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        x, w = torch.randn(3, 16, device="cpu"), torch.randn(5, 16, device="cpu")
-        out = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
-        return bool(torch.allclose(out, F.linear(x, w), atol=1e-4, rtol=1e-4))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose CPU product runs in oneDNN when `onednn` is set.
-
-    torch sends float32 F.linear to MKL, which on AMD CPUs takes a slow path: here oneDNN
-    reads weights about twice as fast (batch-1 decode) and multiplies about twice as fast
-    (scoring). bfloat16 weights are also re-laid out in oneDNN's blocked format, a further
-    quarter faster. Results differ from F.linear's only by summation order (float32) or not at
-    all (bfloat16).
-    """
-
-    onednn = False  # set per instance by Transformer.use_onednn
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.onednn and not torch.compiler.is_compiling():  # inductor picks its own kernels
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
-
-    def pack(self) -> None:
-        """Re-lay the (CPU, bfloat16) weight out for oneDNN; the dense copy is dropped."""
-        packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach())
-        self.weight = nn.Parameter(packed, requires_grad=False)
+from harness.models.scratch.packing import Linear
 
 
 class RMSNorm(nn.Module):
@@ -129,7 +98,7 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         q_size, kv_size = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
         self.wqkv = Linear(config.dim, q_size + 2 * kv_size, bias=config.attention_bias)
-        self.wo = Linear(q_size, config.dim, bias=False)
+        self.wo = Linear(q_size, config.dim, bias=config.attention_out_bias)
         self.q_norm = RMSNorm(config.head_dim, config.norm_eps, config.norm_weight_offset) if config.qk_norm else None
         self.k_norm = RMSNorm(config.head_dim, config.norm_eps, config.norm_weight_offset) if config.qk_norm else None
         self.window = config.window(layer)
@@ -138,20 +107,22 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor | None, mask: Tensor | None,
                 kv_len: int | None) -> Tensor:
+        """x [B, T, dim]; cos, sin [B, T, 1, D]; with a cache, `slots` [T] are the slots written,
+        `mask` [B, 1, T, S] the keys each query sees and `kv_len` the filled slots (eager only)."""
         B, T, _ = x.shape
         H, K, D = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = self.wqkv(x)
-        v = qkv[..., (H + K) * D :].view(B, T, K, D).transpose(1, 2)
+        qkv = self.wqkv(x)  # [B, T, (H + 2K) D]
+        v = qkv[..., (H + K) * D :].view(B, T, K, D).transpose(1, 2)  # [B, K, T, D]
         if self.q_norm is None:  # one rotary pass over the q and k heads together
-            qk = apply_rotary(qkv[..., : (H + K) * D].view(B, T, H + K, D), cos, sin).transpose(1, 2)
-            q, k = qk[:, :H], qk[:, H:]
+            qk = apply_rotary(qkv[..., : (H + K) * D].view(B, T, H + K, D), cos, sin).transpose(1, 2)  # [B, H+K, T, D]
+            q, k = qk[:, :H], qk[:, H:]  # [B, H, T, D], [B, K, T, D]
         else:
             q = apply_rotary(self.q_norm(qkv[..., : H * D].view(B, T, H, D)), cos, sin).transpose(1, 2)
             k = apply_rotary(self.k_norm(qkv[..., H * D : (H + K) * D].view(B, T, K, D)), cos, sin).transpose(1, 2)
         if self.cache is not None:
             if mask is None:
-                raise ValueError("a forward pass through the KV cache needs a mask (see generate.py)")
-            k, v = self.cache.update(slots, k, v)
+                raise ValueError("a forward pass through the KV cache needs a mask (Transformer builds it)")
+            k, v = self.cache.update(slots, k, v)  # [B, K, S, D]
             if kv_len is not None:  # eager: attend over the filled part of the cache only
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         if self.window is not None:
@@ -160,12 +131,12 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, scale=self.scale, enable_gqa=H != K)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=H != K)
-        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))  # [B, H, T, D] -> [B, T, dim]
 
     def _window_mask(self, mask: Tensor | None, slots: Tensor | None, T: int, S: int, device) -> Tensor:
         """Restrict a (causal, padding) mask to the last `window` keys of each query."""
         q_slots = slots if slots is not None else torch.arange(T, device=device)
-        distance = q_slots[:, None] - torch.arange(S, device=device)[None, :]
+        distance = q_slots[:, None] - torch.arange(S, device=device)[None, :]  # [T, S]
         near = (distance >= 0) & (distance < self.window)
         return near if mask is None else mask & near
 
@@ -218,35 +189,79 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(config.dim, config.norm_eps, config.norm_weight_offset)
         self.output = Linear(config.dim, config.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(config).to(self.norm.weight.device), persistent=False)
+        self.rope_cos: Tensor | None = None  # [P, D] float32 tables for positions 0..P-1
+        self.rope_sin: Tensor | None = None
+        self.cache_valid: Tensor | None = None  # [B, S]: slots holding a real (non-padding) token
+        self.cache_pad: Tensor | None = None  # [B]: left padding of each row
+        self.causal: Tensor | None = None  # [S, S]: slot i sees slots <= i
 
-    def forward(self, tokens: Tensor, positions: Tensor, slots: Tensor | None = None,
-                mask: Tensor | None = None, kv_len: int | None = None) -> Tensor:
-        """tokens, positions: [B, T]. Without a cache, attention is causal over the T tokens (right
-        padding needs no mask). With a cache, `slots` [T] are the cache slots written and `mask`
-        [B, 1, T, S] says which cache slots each query sees."""
-        x = self.tok_embeddings(tokens)
+    def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """tokens [B, T] -> normed hidden states [B, T, dim].
+
+        Without a cache, `positions` [B, T] (or [T]) are the tokens' positions and attention is
+        causal over the T tokens (right padding needs no mask). With a cache (setup_cache),
+        `positions` [T] are the cache slots written, as gpt-fast's `input_pos`: row b's tokens sit
+        at positions slot - pad[b], and each query sees the filled non-padding slots up to its own.
+        """
+        x = self.tok_embeddings(tokens)  # [B, T, dim]
         if self.config.embedding_scale != 1.0:
             x = x * torch.tensor(self.config.embedding_scale, dtype=x.dtype)
-        cos, sin = rope_cos_sin(self.inv_freq, positions, x.dtype)
+        if self.cache_valid is None:
+            slots, mask, kv_len = None, None, None
+            if not torch.compiler.is_compiling():
+                self._ensure_rope(int(positions.max()) + 1)
+        else:
+            slots = positions  # [T]
+            positions = (slots[None, :] - self.cache_pad[:, None]).clamp(min=0)  # [B, T]
+            S = self.causal.shape[0]
+            own = slots[:, None] == torch.arange(S, device=slots.device)[None, :]  # [T, S]
+            # a padding query sees itself only, so no row of the softmax is all -inf
+            mask = (self.causal[slots][None] & (self.cache_valid[:, None, :] | own[None]))[:, None]  # [B, 1, T, S]
+            kv_len = None
+            if not torch.compiler.is_compiling():  # eager: only the filled slots (compiled: all S)
+                kv_len = int(slots[-1]) + 1
+                mask = mask[..., :kv_len]
+        if positions.dim() == 1:
+            positions = positions[None]  # [1, T]: the same positions for every row
+        cos = self.rope_cos[positions].to(x.dtype)[:, :, None]  # [B or 1, T, 1, D]
+        sin = self.rope_sin[positions].to(x.dtype)[:, :, None]
         for layer in self.layers:
             x = layer(x, cos, sin, slots, mask, kv_len)
         return self.norm(x)
 
     def head(self, hidden: Tensor) -> Tensor:
+        """hidden [..., dim] -> logits [..., vocab]."""
         return self.output(hidden)
+
+    def _ensure_rope(self, n: int) -> None:
+        """Rotary tables for positions 0..n-1 at least (grown in powers of two, never shrunk)."""
+        if self.rope_cos is not None and self.rope_cos.shape[0] >= n:
+            return
+        size = 1 << max(10, (n - 1).bit_length())
+        positions = torch.arange(size, device=self.inv_freq.device)[None]
+        cos, sin = rope_cos_sin(self.inv_freq, positions, torch.float32)  # [1, P, 1, D]
+        self.rope_cos, self.rope_sin = cos[0, :, 0], sin[0, :, 0]  # [P, D]
 
     # -- cache --------------------------------------------------------------------------------
 
-    def setup_cache(self, batch: int, length: int) -> None:
-        """Allocate a static KV cache for `batch` rows of `length` slots (replacing any other)."""
-        weight = self.output.weight
+    def setup_cache(self, batch: int, length: int, pad: Tensor | None = None) -> None:
+        """Allocate a static KV cache for `batch` rows of `length` slots (replacing any other);
+        row b's first pad[b] slots hold left padding (default none)."""
+        weight = self.tok_embeddings.weight
+        device = self.inv_freq.device
         for layer in self.layers:
             attn = layer.attention
-            attn.cache = KVCache(batch, attn.n_kv_heads, length, attn.head_dim, weight.dtype, weight.device)
+            attn.cache = KVCache(batch, attn.n_kv_heads, length, attn.head_dim, weight.dtype, device)
+        self._ensure_rope(length)
+        slot_ids = torch.arange(length, device=device)
+        self.cache_pad = torch.zeros(batch, dtype=torch.long, device=device) if pad is None else pad.to(device)
+        self.cache_valid = slot_ids[None, :] >= self.cache_pad[:, None]  # [B, S]
+        self.causal = slot_ids[:, None] >= slot_ids[None, :]  # [S, S]
 
     def clear_cache(self) -> None:
         for layer in self.layers:
             layer.attention.cache = None
+        self.cache_valid = self.cache_pad = self.causal = None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -262,8 +277,12 @@ class Transformer(nn.Module):
         loaded: set[str] = set()
         fused = {"wq": ("wqkv", 0), "wk": ("wqkv", 1), "wv": ("wqkv", 2), "w1": ("w13", 0), "w3": ("w13", 1)}
 
+        unused: list[str] = []
+
         def put(name: str, t: Tensor) -> None:
             if name not in params:
+                if not (name == "output.weight" and config.tie_embeddings):  # a stored copy of the tied head
+                    unused.append(name)
                 return
             if tuple(t.shape) != tuple(params[name].shape):
                 raise HarnessError(f"{where}: tensor {name} has shape {tuple(t.shape)}, the config says "
@@ -289,26 +308,19 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             model.output.weight = model.tok_embeddings.weight
             loaded.add("output.weight")
+        unused += sorted(pending)  # fused pieces that never completed
+        if unused:
+            shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+            raise HarnessError(f"{where}: {len(unused)} tensors have no place in the {config.architecture} "
+                               f"decoder this config describes: {shown}; the config does not match the "
+                               "weights, or the architecture is not supported")
         missing = [n for n in params if n not in loaded]
         if missing:
             raise HarnessError(f"{where}: the weights lack {missing[0]} ({len(missing)} tensors missing); "
                                "the file is incomplete or not a supported decoder")
         model.inv_freq = rope_inv_freq(config).to(device)
-        model.use_onednn()
+        model._ensure_rope(min(config.max_seq_len, 4096))
         return model.eval()
-
-    def use_onednn(self, enabled: bool = True) -> bool:
-        """Route the CPU matrix products through oneDNN (when it works here); returns whether on.
-        bfloat16 weights are packed for it, which cannot be undone (the head gets its own copy
-        when tied to the embedding, which needs the dense matrix)."""
-        weight = self.output.weight
-        enabled = enabled and weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16) and _onednn_works()
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.onednn = enabled or module.weight.is_mkldnn
-                if enabled and module.weight.dtype == torch.bfloat16 and not module.weight.is_mkldnn:
-                    module.pack()
-        return enabled
 
     def n_params(self) -> int:
         """Parameters of the checkpoint (a tied head counts once, even when packed apart)."""

@@ -245,7 +245,10 @@ def load_gguf(path: str | Path) -> tuple[ModelConfig, Iterator[tuple[str, torch.
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
         for t in gf.tensors.values():
             name = _gguf_name(t.name)
-            if name is None:
+            if t.name == "rope_freqs.weight":  # read into the config above
+                continue
+            if name is None:  # the model reports it as unused, by its file name
+                yield t.name, torch.empty(0)
                 continue
             w = dequantize(gf.raw(t), t.type, t.shape)
             if permuted and name.endswith(("wq.weight", "wq.bias")):
@@ -321,9 +324,12 @@ def load_hf_dir(path: str | Path) -> tuple[ModelConfig, Iterator[tuple[str, torc
             try:
                 with safe_open(str(file), framework="pt") as f:
                     for key in f.keys():  # noqa: SIM118 - safe_open is not iterable
+                        if key.endswith("rotary_emb.inv_freq"):  # older checkpoints: recomputed
+                            continue
                         name = _hf_name(key)
-                        if name is not None:
-                            yield name, f.get_tensor(key)
+                        # a tensor without a place in the model is yielded under its own name,
+                        # so the model reports it as unused instead of dropping it
+                        yield (name, f.get_tensor(key)) if name is not None else (key, torch.empty(0))
             except SafetensorError as err:
                 raise HarnessError(f"{file}: truncated or corrupt safetensors file ({err}); "
                                    "re-download the model") from None
