@@ -64,8 +64,7 @@ def bench_table(results: RunResults) -> str:
                  f"{options.get('warmup')} warm-up run(s); load: {_loads(options)}.")
     lines.append("decode tok/s counts every new token after each row's first, over the whole batch; "
                  "rows of llamacpp run one after another.")
-    kernels = [f"{e['model']['spec']} {e['model'].get('extra', {}).get('kernels')}"
-               for e in results.get("evaluations", []) if e["model"].get("extra", {}).get("kernels")]
+    kernels = [f"{e.model.label} {e.model.extra['kernels']}" for e in benched if e.model.extra.get("kernels")]
     if kernels:  # the per-CPU matrix-product path each backend chose (scratch: packing.py)
         lines.append(f"kernels: {'; '.join(kernels)}")
     if m:
