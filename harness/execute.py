@@ -3,7 +3,6 @@ chunk as soon as it is done (so an interrupted run resumes where it stopped)."""
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from collections.abc import Sequence
@@ -15,8 +14,8 @@ from tqdm import tqdm
 from harness import distributed
 from harness.cache import ResponseCache
 from harness.models.base import LanguageModel
-from harness.requests import GenerateRequest, request_key
-from harness.task import Instance
+from harness.adapters import Instance, OutputAdapter
+from harness.requests import request_key
 
 
 @dataclass
@@ -37,22 +36,6 @@ class ExecutionStats:
         }
 
 
-def _payload(kind: str, request: Any, rolling: dict[str, Any]) -> Any:
-    if kind == "loglikelihood_rolling":
-        return [request, rolling.get("max_length"), rolling.get("stride")]
-    if kind == "loglikelihood":
-        return list(request)
-    return request
-
-
-def _length(kind: str, request: Any) -> int:
-    if kind == "generate_until":
-        return len(request.prompt)
-    if kind == "loglikelihood":
-        return len(request[0]) + len(request[1])
-    return len(request)
-
-
 def execute(
     model: LanguageModel,
     instances: Sequence[Instance],
@@ -71,12 +54,13 @@ def execute(
     stats = ExecutionStats()
     fingerprint = model.fingerprint
     keys_per_instance: list[list[str]] = []
-    unique: dict[str, tuple[str, Any]] = {}
+    unique: dict[str, tuple[OutputAdapter, Any]] = {}
     for inst in instances:
         keys = []
+        adapter = inst.adapter
         for req in inst.requests:
-            key = request_key(inst.kind, _payload(inst.kind, req, rolling))
-            unique.setdefault(key, (inst.kind, req))
+            key = request_key(adapter.method, adapter.payload(req, rolling))
+            unique.setdefault(key, (adapter, req))
             keys.append(key)
         keys_per_instance.append(keys)
         stats.n_requests += len(keys)
@@ -90,7 +74,7 @@ def execute(
     stats.n_computed = len(missing)
     # Chunks depend only on the requests, never on what the cache holds, so a resumed run
     # computes exactly the batches the first run would have.
-    ordered = sorted(unique, key=lambda k: (-_length(*unique[k]), k))
+    ordered = sorted(unique, key=lambda k: (-unique[k][0].length(unique[k][1]), k))
     chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     counter = getattr(model, "count_tokens", None)
     tokens = 0 if counter else None
@@ -101,11 +85,12 @@ def execute(
             todo = [k for k in chunk if k not in answers]
             if not todo:
                 continue
-            kind = unique[todo[0]][0]
-            by_kind: dict[str, list[str]] = {}
+            # one backend call per method (adapters that share a method share its calls)
+            by_method: dict[str, list[str]] = {}
             for k in todo:
-                by_kind.setdefault(unique[k][0], []).append(k)
-            for kind, keys in by_kind.items():
+                by_method.setdefault(unique[k][0].method, []).append(k)
+            for keys in by_method.values():
+                adapter = unique[keys[0]][0]
                 mine = group.shard(keys) if group is not None else keys
                 reqs = [unique[k][1] for k in mine]
                 started = time.perf_counter()
@@ -114,9 +99,9 @@ def execute(
                 on_answer = None
                 if cache and group is None:
                     on_answer = lambda i, r, mine=mine: cache.put_many(fingerprint, {mine[i]: _jsonable(r)})  # noqa: E731
-                results = _call(model, kind, reqs, rolling, on_answer) if reqs else []
+                results = adapter.call(model, reqs, rolling, on_answer) if reqs else []
                 if tokens is not None and reqs:
-                    tokens += _count(counter, kind, reqs, results)
+                    tokens += adapter.count_tokens(counter, reqs, results)
                 fresh = {k: _jsonable(r) for k, r in zip(mine, results)}
                 if group is not None:
                     fresh = group.gather(fresh)
@@ -131,29 +116,6 @@ def execute(
         tokens = int(group.total(tokens))
     stats.tokens = tokens
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
-
-
-def _call(model: LanguageModel, kind: str, reqs: list[Any], rolling: dict[str, Any], on_answer=None) -> list[Any]:  # noqa: ANN001
-    methods = {"loglikelihood": model.loglikelihood, "loglikelihood_rolling": model.loglikelihood_rolling,
-               "generate_until": model.generate}
-    if kind not in methods:
-        raise ValueError(f"unknown request kind {kind}")
-    method = methods[kind]
-    extra: dict[str, Any] = {}
-    if kind == "loglikelihood_rolling":
-        extra = {"max_length": rolling.get("max_length"), "stride": rolling.get("stride")}
-    if on_answer is not None and "on_answer" in inspect.signature(method).parameters:
-        extra["on_answer"] = on_answer
-    return method(reqs, **extra)
-
-
-def _count(counter, kind: str, reqs: list[Any], results: list[Any]) -> int:  # noqa: ANN001
-    if kind == "loglikelihood_rolling":
-        return sum(n for _, n in results)
-    if kind == "loglikelihood":
-        return counter([c + x for c, x in reqs])
-    assert all(isinstance(r, GenerateRequest) for r in reqs)
-    return counter([r.prompt for r in reqs]) + counter(list(results))
 
 
 def _jsonable(result: Any) -> Any:

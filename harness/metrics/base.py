@@ -30,6 +30,7 @@ class Sample:
     choices: list[str] | None = None  # multiple_choice
     text: str | None = None  # the scored text (rolling) or the scored continuation (loglikelihood)
     n_tokens: int | None = None  # tokens scored (rolling)
+    n_words: int | None = None  # words normalizing word_perplexity (None: lm-eval's count of `text`)
     context: str | None = None  # the prompt
     language: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
