@@ -1,0 +1,107 @@
+"""The adapter registry: one adapter per output type, no output-type switch elsewhere, primary
+metrics, and metrics/filters/adapters that another package adds through entry points."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.adapters import adapter_names, get_adapter
+from harness.config import parse_task_config
+from harness.errors import HarnessError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_builtin_adapters_and_their_defaults():
+    assert adapter_names()[:4] == ["loglikelihood_rolling", "loglikelihood", "multiple_choice", "generate_until"]
+    assert get_adapter("multiple_choice").method == get_adapter("loglikelihood").method == "loglikelihood"
+    assert get_adapter("loglikelihood_rolling").primary_metric(["byte_perplexity", "bits_per_byte"]) == "bits_per_byte"
+    assert get_adapter("loglikelihood_rolling").primary_metric(["word_perplexity", "bits_per_byte"]) == "word_perplexity"
+    assert get_adapter("multiple_choice").primary_metric(["acc_norm", "acc"]) == "acc"
+    assert get_adapter("generate_until").primary_metric(["rougeL", "bleu"]) == "rougeL"
+
+
+def test_unknown_output_type_names_the_file_and_the_known_ones():
+    raw = {"task": "t", "dataset_path": "json", "output_type": "generate", "doc_to_text": "q", "doc_to_target": "a"}
+    with pytest.raises(HarnessError) as err:
+        parse_task_config(raw, "tasks/t.yaml")
+    assert str(err.value).startswith("tasks/t.yaml: output_type 'generate'") and "generate_until" in str(err.value)
+
+
+def test_no_switch_on_output_type_outside_the_adapters():
+    names = ("loglikelihood_rolling", "loglikelihood", "multiple_choice", "generate_until")
+    offenders = []
+    for path in (REPO / "harness").rglob("*.py"):
+        if "adapters" in path.relative_to(REPO / "harness").parts[:1]:
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if ("output_type ==" in line or "output_type !=" in line or "kind ==" in line) and any(f'"{x}"' in line for x in names):
+                offenders.append(f"{path.relative_to(REPO)}:{n}")
+    assert offenders == []
+
+
+def test_primary_metric_in_the_results(tmp_path, monkeypatch):
+    import harness.runner as runner
+    from harness.runner import RunOptions, evaluate
+    from tests.conftest import MC_DOCS, MC_TASK, write_task
+    from tests.test_runner import CountingModel
+
+    write_task(tmp_path, "tiny_mc", MC_TASK.format(name="tiny_mc"), MC_DOCS)
+    monkeypatch.setattr(runner, "load_model", lambda spec, **kw: CountingModel())
+    results = evaluate(["test:count"], ["tiny_mc"], RunOptions(include_paths=[str(tmp_path)], output_dir=None, n_boot=20))
+    record = results["evaluations"][0]["tasks"]["tiny_mc"]
+    assert record["primary_metric"] == "acc"
+    assert {m["filter"] for m in record["metrics"].values()} == {"none"} and "metrics_by_filter" not in record
+
+
+def test_another_package_adds_a_metric_a_filter_and_an_output_type(tmp_path):
+    pkg = tmp_path / "harness_extra"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
+        from harness.adapters import register_adapter
+        from harness.adapters.generate_until import GenerateUntilAdapter
+        from harness.filters import Filter, register_filter
+        from harness.metrics.base import Metric, register_metric
+
+        @register_metric
+        class Length(Metric):
+            name = "answer_length"
+            output_types = frozenset({"generate_until", "short_answer"})
+            def sample_stats(self, samples):
+                return [float(len(s.prediction or "")) for s in samples]
+
+        @register_filter("reverse")
+        class Reverse(Filter):
+            def apply(self, resps, docs):
+                return [[r[::-1] for r in rs] for rs in resps]
+
+        @register_adapter
+        class ShortAnswer(GenerateUntilAdapter):
+            output_type = "short_answer"
+            default_metrics = ("answer_length",)
+    '''))
+    dist = tmp_path / "harness_extra-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-extra\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[harness.metrics]\nextra = harness_extra\n\n[harness.filters]\nextra = harness_extra\n\n"
+        "[harness.adapters]\nextra = harness_extra\n"
+    )
+    script = textwrap.dedent('''
+        from harness.config import parse_task_config
+        from harness.filters import get_filter
+        from harness.metrics.base import get_metric
+        get_metric("answer_length")
+        assert get_filter("reverse").apply([["ab"]], [{}]) == [["ba"]]
+        raw = {"task": "t", "dataset_path": "json", "output_type": "short_answer", "doc_to_text": "q",
+               "doc_to_target": "a", "filter_list": [{"name": "r", "filter": [{"function": "reverse"}, {"function": "take_first"}]}]}
+        config = parse_task_config(raw, "t.yaml")
+        print([m.metric for m in config.metric_list])
+    ''')
+    env = {"PYTHONPATH": f"{REPO}:{tmp_path}", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['answer_length']"
