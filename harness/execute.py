@@ -25,7 +25,8 @@ class ExecutionStats:
     n_cached: int = 0
     n_computed: int = 0
     model_seconds: float = 0.0
-    tokens: int | None = None
+    tokens: int | None = None  # tokens the backend computed (None: it cannot count them)
+    tokens_requested: int | None = None  # tokens of every unique request, cached ones included
 
     def to_dict(self) -> dict[str, Any]:
         tps = self.tokens / self.model_seconds if self.tokens and self.model_seconds > 0 else None
@@ -33,6 +34,7 @@ class ExecutionStats:
             "n_requests": self.n_requests, "n_unique": self.n_unique, "n_cached": self.n_cached,
             "n_computed": self.n_computed, "model_seconds": round(self.model_seconds, 3),
             "tokens": self.tokens, "tokens_per_second": round(tps, 2) if tps else None,
+            "tokens_requested": self.tokens_requested, "tokens_computed": self.tokens,
         }
 
 
@@ -115,7 +117,20 @@ def execute(
     if group is not None and tokens is not None:
         tokens = int(group.total(tokens))
     stats.tokens = tokens
+    if tokens is not None:
+        stats.tokens_requested = tokens + _cached_tokens(counter, unique, answers, set(missing))
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
+
+
+def _cached_tokens(counter: Any, unique: dict[str, tuple[OutputAdapter, Any]], answers: dict[str, Any],
+                   computed: set[str]) -> int:
+    """Tokens of the requests the cache answered (counted the same way as computed ones)."""
+    by_method: dict[str, list[str]] = {}
+    for k in unique:
+        if k not in computed:
+            by_method.setdefault(unique[k][0].method, []).append(k)
+    return sum(unique[keys[0]][0].count_tokens(counter, [unique[k][1] for k in keys], [answers[k] for k in keys])
+               for keys in by_method.values())
 
 
 def _jsonable(result: Any) -> Any:

@@ -105,3 +105,26 @@ def test_another_package_adds_a_metric_a_filter_and_an_output_type(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['answer_length']"
+
+
+def test_tokens_requested_and_computed(tmp_path):
+    from harness.cache import ResponseCache
+    from harness.execute import execute
+    from harness.runner import RunOptions, prepare_tasks
+    from tests.conftest import MC_DOCS, MC_TASK, write_task
+    from tests.test_runner import CountingModel
+
+    class Counted(CountingModel):
+        def count_tokens(self, texts):
+            return sum(len(t.split()) for t in texts)
+
+    write_task(tmp_path, "tiny_mc", MC_TASK.format(name="tiny_mc"), MC_DOCS)
+    (task,) = prepare_tasks(["tiny_mc"], RunOptions(include_paths=[str(tmp_path)]))
+    instances = task.build(task.docs(), chat=None)
+    expected = sum(len((c + x).split()) for inst in instances for c, x in inst.requests)
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    _, first = execute(Counted(), instances[:2], cache=cache, label="x")
+    _, second = execute(Counted(), instances, cache=cache, label="x")
+    assert second.tokens_requested == expected
+    assert second.tokens == expected - first.tokens and first.tokens == first.tokens_requested > 0
+    assert second.to_dict()["tokens_computed"] == second.tokens
