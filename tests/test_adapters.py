@@ -128,3 +128,26 @@ def test_tokens_requested_and_computed(tmp_path):
     assert second.tokens_requested == expected
     assert second.tokens == expected - first.tokens and first.tokens == first.tokens_requested > 0
     assert second.to_dict()["tokens_computed"] == second.tokens
+
+
+def test_generation_target_indexes_the_choices_when_the_task_has_them(tmp_path):
+    from harness.registry import TaskRegistry
+    from harness.task import Task
+    from tests.conftest import write_task
+
+    body = """\
+task: gen_choice
+dataset_path: json
+dataset_kwargs:
+  data_files: gen_choice.jsonl
+test_split: train
+output_type: generate_until
+doc_to_text: "{{q}}"
+doc_to_choice: ["yes", "no"]
+doc_to_target: "{{label}}"
+chat_template: never
+"""
+    write_task(tmp_path, "gen_choice", body, [{"q": "Is it?", "label": 1}])
+    (config,) = [c for c, _ in TaskRegistry([str(tmp_path)]).select_with_limits(["gen_choice"])]
+    task = Task(config)
+    assert task.build(task.docs(), None)[0].target == ["no"]

@@ -32,6 +32,9 @@ class GenerateUntilAdapter(OutputAdapter):
         doc_id = task.doc_id(doc, index)
         context = task.context(doc, index, chat)
         target = task.target(doc)
+        if c.doc_to_choice is not None:  # as lm-evaluation-harness: the target indexes the choices
+            choices = task.choices(doc)
+            target = choices[task.gold_index(doc, choices)]
         g = c.generation_kwargs
         until = tuple(g.get("until", [c.fewshot_delimiter]))
         base_seed = g.get("seed", c.seed)
