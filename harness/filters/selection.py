@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.filters import Filter, register_filter
 
 
@@ -28,8 +29,6 @@ class TakeFirstK(Filter):
         self.k = k
 
     def apply(self, resps: Sequence[Any], docs: Sequence[dict[str, Any]]) -> list[Any]:
-        from harness.errors import HarnessError
-
         resps = list(resps)
         if resps and len(resps[0]) < self.k:
             raise HarnessError(f"filter take_first_k: k is {self.k} but each document has {len(resps[0])} responses; raise the task's `repeats`")
