@@ -190,7 +190,6 @@ def group_aggregates(tasks: dict[str, TaskResult], groups: dict[str, list[str]],
     return out
 
 
-<<<<<<< HEAD
 def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOptions) -> tuple[TaskResult, list[dict]]:  # noqa: ANN001
     """One task on one model: the task's typed result and its per-sample records.
 

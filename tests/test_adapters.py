@@ -19,7 +19,8 @@ def test_builtin_adapters_and_their_defaults():
     assert adapter_names()[:4] == ["loglikelihood_rolling", "loglikelihood", "multiple_choice", "generate_until"]
     assert get_adapter("multiple_choice").method == get_adapter("loglikelihood").method == "loglikelihood"
     assert get_adapter("loglikelihood_rolling").primary_metric(["byte_perplexity", "bits_per_byte"]) == "bits_per_byte"
-    assert get_adapter("loglikelihood_rolling").primary_metric(["word_perplexity", "bits_per_byte"]) == "word_perplexity"
+    assert get_adapter("loglikelihood_rolling").primary_metric(["word_perplexity", "token_perplexity"]) == "word_perplexity"
+    assert get_adapter("loglikelihood_rolling").primary_metric(["token_perplexity"]) == "token_perplexity"
     assert get_adapter("multiple_choice").primary_metric(["acc_norm", "acc"]) == "acc"
     assert get_adapter("generate_until").primary_metric(["rougeL", "bleu"]) == "rougeL"
 
@@ -34,9 +35,9 @@ def test_unknown_output_type_names_the_file_and_the_known_ones():
 def test_no_switch_on_output_type_outside_the_adapters():
     names = ("loglikelihood_rolling", "loglikelihood", "multiple_choice", "generate_until")
     offenders = []
-    for path in (REPO / "harness").rglob("*.py"):
-        if "adapters" in path.relative_to(REPO / "harness").parts[:1]:
-            continue
+    # the pipeline from task to scores (reports read results, and may rank by output type)
+    paths = [REPO / "harness" / f for f in ("execute.py", "task.py", "runner.py", "config.py", "requests.py")]
+    for path in [*paths, *(REPO / "harness" / "metrics").glob("*.py"), *(REPO / "harness" / "filters").glob("*.py")]:
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if ("output_type ==" in line or "output_type !=" in line or "kind ==" in line) and any(f'"{x}"' in line for x in names):
                 offenders.append(f"{path.relative_to(REPO)}:{n}")
@@ -151,3 +152,15 @@ chat_template: never
     (config,) = [c for c, _ in TaskRegistry([str(tmp_path)]).select_with_limits(["gen_choice"])]
     task = Task(config)
     assert task.build(task.docs(), None)[0].target == ["no"]
+
+
+def test_recorded_primary_metric_agrees_with_the_leaderboard_default():
+    from harness.report.ranking import default_primary_metric
+
+    cases = {"loglikelihood_rolling": [["word_perplexity", "byte_perplexity", "bits_per_byte"], ["token_perplexity", "word_perplexity"]],
+             "loglikelihood": [["perplexity", "acc"], ["word_perplexity", "bits_per_byte"]],
+             "multiple_choice": [["acc_norm", "acc"], ["acc_norm", "f1"]],
+             "generate_until": [["rougeL", "bleu"], ["exact_match"]]}
+    for output_type, lists in cases.items():
+        for names in lists:
+            assert get_adapter(output_type).primary_metric(names) == default_primary_metric(output_type, names)

@@ -75,7 +75,8 @@ class OutputAdapter(ABC):
         for name in self.primary_preference:
             if name in metric_names:
                 return name
-        return metric_names[0] if metric_names else None
+        comparable = [m for m in metric_names if m != "token_perplexity"]  # tokenizer-dependent
+        return (comparable or list(metric_names) or [None])[0]
 
     def default_filter_list(self) -> list[dict[str, Any]]:
         """The pipelines a task without `filter_list` gets: "none" passes responses through."""

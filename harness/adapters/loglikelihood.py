@@ -50,12 +50,13 @@ class LoglikelihoodAdapter(ContinuationAdapter):
 
     output_type = "loglikelihood"
     default_metrics = ("perplexity", "acc")
-    primary_preference = ("acc", "word_perplexity", "bits_per_byte", "perplexity")
+    primary_preference = ("acc",)
 
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
         context = task.context(doc, index, chat)
         target = task.target(doc)
-        continuation = self.delimiter(task, chat) + (str(target).lstrip() if chat is not None else str(target))
+        # lm-evaluation-harness scores doc_to_target as it is here: no target_delimiter
+        continuation = str(target).lstrip() if chat is not None else str(target)
         return Instance(task.doc_id(doc, index), index, self, [(context, continuation)], context, target,
                         scored_text=continuation, n_words=count_words(continuation))
 

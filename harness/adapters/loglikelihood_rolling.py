@@ -22,7 +22,8 @@ class RollingAdapter(OutputAdapter):
     output_type = "loglikelihood_rolling"
     method = "loglikelihood_rolling"
     default_metrics = ("word_perplexity", "byte_perplexity", "bits_per_byte")
-    primary_preference = ("word_perplexity", "bits_per_byte", "byte_perplexity", "token_perplexity")
+    # comparable across tokenizers; bits_per_byte first, as the leaderboard (report/ranking.py)
+    primary_preference = ("bits_per_byte", "word_perplexity", "byte_perplexity")
     supports_chat = False  # a raw text has no turns
 
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
