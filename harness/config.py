@@ -356,7 +356,7 @@ def _check_values(where: str, config: TaskConfig) -> None:
     adapter.check_config(config, where)
     if config.filter_list is not None and not adapter.supports_filters:
         raise HarnessError(f"{where}: filter_list applies to generated answers; output_type {config.output_type!r} has none")
-    _check_generation(where, config)
+    _check_generation(where, config, adapter.generates)
     if not config.metric_list:
         config.metric_list = [MetricEntry(m) for m in adapter.default_metrics]
     names = [entry.metric for entry in config.metric_list]
@@ -368,7 +368,7 @@ def _check_values(where: str, config: TaskConfig) -> None:
         try:
             cls = metric_class(entry.metric)
             ignored = sorted(set(entry.options) - set(cls.options))
-            if ignored and config.output_type != "generate_until":
+            if ignored and not adapter.generates:
                 # lm-evaluation-harness passes metric options only to generation metrics; for the
                 # others it computes acc, acc_norm and perplexities itself and ignores them.
                 config.notes.append(f"metric {entry.metric!r}: {', '.join(ignored)} ignored, as lm-evaluation-harness does")
@@ -383,7 +383,7 @@ def _check_values(where: str, config: TaskConfig) -> None:
             )
 
 
-def _check_generation(where: str, config: TaskConfig) -> None:
+def _check_generation(where: str, config: TaskConfig, generates: bool) -> None:
     g = config.generation_kwargs
     unknown = set(g) - GENERATION_KEYS
     if unknown:
@@ -399,7 +399,7 @@ def _check_generation(where: str, config: TaskConfig) -> None:
     until = g.get("until")
     if isinstance(until, str):
         g["until"] = [until]
-    if config.output_type == "generate_until" and "until" not in g:
+    if generates and "until" not in g:
         g["until"] = [config.fewshot_delimiter]  # lm-evaluation-harness's default
     if "temperature" in g:
         g["temperature"] = float(g["temperature"])

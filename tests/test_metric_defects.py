@@ -19,8 +19,8 @@ dataset_kwargs:
 test_split: train
 output_type: loglikelihood
 doc_to_text: "The capital of {{country}} is"
-doc_to_target: "{{capital}}"
-target_delimiter: " "
+doc_to_target: "{{' ' + capital}}"
+target_delimiter: ""
 chat_template: auto
 metric_list:
   - metric: word_perplexity

@@ -63,6 +63,7 @@ class OutputAdapter(ABC):
     # the first of these the task computes leads the leaderboard; else the first metric
     primary_preference: ClassVar[tuple[str, ...]] = ()
     supports_filters: ClassVar[bool] = False
+    generates: ClassVar[bool] = False  # answers are generated text (generation_kwargs apply)
     supports_chat: ClassVar[bool] = True
 
     # -- configuration -----------------------------------------------------------------------
@@ -93,11 +94,6 @@ class OutputAdapter(ABC):
     @abstractmethod
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
         """The requests of one document."""
-
-    def shot_answer(self, task: Task, doc: Doc) -> str:
-        """The answer shown after a few-shot example's question."""
-        target = task.target(doc)
-        return str(target[0] if isinstance(target, list) else target)
 
     # -- requests -> backend -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class GenerateUntilAdapter(OutputAdapter):
     method = "generate_until"
     default_metrics = ("exact_match",)
     supports_filters = True
+    generates = True
 
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
         c = task.config

@@ -28,10 +28,6 @@ class MultipleChoiceAdapter(ContinuationAdapter):
         if config.doc_to_choice is None:
             raise HarnessError(f"{where}: output_type multiple_choice needs a 'doc_to_choice' key")
 
-    def shot_answer(self, task: Task, doc: Doc) -> str:
-        choices = task.choices(doc)
-        return choices[task.gold_index(doc, choices)]
-
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
         context = task.context(doc, index, chat)
         choices = task.choices(doc)
