@@ -218,7 +218,7 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
             stats = metric.sample_stats(samples)
             value = summarize(metric, stats, n_boot=options.n_boot, seed=seed)
             metrics[metric.name] = MetricResult(metric.name, **value.to_dict(), signature=metric.signature(),
-                                                filter=pipeline.name)
+                                                filter=pipeline.name if c.filter_list else None)
             per_sample[metric.name] = stats
         by_filter[pipeline.name] = metrics
         scored[pipeline.name] = (kept, per_sample)

@@ -51,11 +51,15 @@ def test_primary_metric_in_the_results(tmp_path, monkeypatch):
     from tests.test_runner import CountingModel
 
     write_task(tmp_path, "tiny_mc", MC_TASK.format(name="tiny_mc"), MC_DOCS)
+    import json
+
     monkeypatch.setattr(runner, "load_model", lambda spec, **kw: CountingModel())
-    results = evaluate(["test:count"], ["tiny_mc"], RunOptions(include_paths=[str(tmp_path)], output_dir=None, n_boot=20))
-    record = results["evaluations"][0]["tasks"]["tiny_mc"]
+    monkeypatch.setattr(runner, "check_model_specs", lambda specs: None)
+    options = RunOptions(include_paths=[str(tmp_path)], output_dir=str(tmp_path / "out"), n_boot=20)
+    results = evaluate(["test:count"], ["tiny_mc"], options)
+    record = json.loads(open(results.path).read())["evaluations"][0]["tasks"]["tiny_mc"]
     assert record["primary_metric"] == "acc"
-    assert {m["filter"] for m in record["metrics"].values()} == {"none"} and "metrics_by_filter" not in record
+    assert {m["filter"] for m in record["metrics"].values()} == {None} and "metrics_by_filter" not in record
 
 
 def test_another_package_adds_a_metric_a_filter_and_an_output_type(tmp_path):
