@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.metrics.base import OUTPUT_TYPES
 from harness.taskfile import FunctionRef, function_refs, load_raw
 
 CHAT_MODES = ("auto", "always", "never")
@@ -339,21 +338,27 @@ def _filter_list(where: str, value: Any) -> list[dict[str, Any]] | None:
         for step in steps:
             if not isinstance(step, dict) or not isinstance(step.get("function"), (str, FunctionRef)):
                 raise HarnessError(f"{where}: filter_list[{i}] ({item['name']}): each filter step needs a 'function'")
-    return value
+    from harness.filters import check_filter_list
+
+    return check_filter_list(where, value)
 
 
 def _check_values(where: str, config: TaskConfig) -> None:
+    from harness.adapters import get_adapter
     from harness.metrics.base import metric_class
 
-    if config.output_type not in OUTPUT_TYPES:
-        raise HarnessError(f"{where}: output_type {config.output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+    try:
+        adapter = get_adapter(config.output_type)
+    except HarnessError as err:
+        raise HarnessError(f"{where}: {err}") from None
     if config.chat_template not in CHAT_MODES:
         raise HarnessError(f"{where}: chat_template must be one of {', '.join(CHAT_MODES)}")
-    if config.output_type == "multiple_choice" and config.doc_to_choice is None:
-        raise HarnessError(f"{where}: output_type multiple_choice needs a 'doc_to_choice' key")
-    _check_generation(where, config)
+    adapter.check_config(config, where)
+    if config.filter_list is not None and not adapter.supports_filters:
+        raise HarnessError(f"{where}: filter_list applies to generated answers; output_type {config.output_type!r} has none")
+    _check_generation(where, config, adapter.generates)
     if not config.metric_list:
-        config.metric_list = [MetricEntry(m) for m in DEFAULT_METRICS[config.output_type]]
+        config.metric_list = [MetricEntry(m) for m in adapter.default_metrics]
     names = [entry.metric for entry in config.metric_list]
     if config.primary_metric is not None and config.primary_metric not in names:
         raise HarnessError(f"{where}: primary_metric {config.primary_metric!r} is not in metric_list ({', '.join(names)})")
@@ -363,7 +368,7 @@ def _check_values(where: str, config: TaskConfig) -> None:
         try:
             cls = metric_class(entry.metric)
             ignored = sorted(set(entry.options) - set(cls.options))
-            if ignored and config.output_type != "generate_until":
+            if ignored and not adapter.generates:
                 # lm-evaluation-harness passes metric options only to generation metrics; for the
                 # others it computes acc, acc_norm and perplexities itself and ignores them.
                 config.notes.append(f"metric {entry.metric!r}: {', '.join(ignored)} ignored, as lm-evaluation-harness does")
@@ -378,7 +383,7 @@ def _check_values(where: str, config: TaskConfig) -> None:
             )
 
 
-def _check_generation(where: str, config: TaskConfig) -> None:
+def _check_generation(where: str, config: TaskConfig, generates: bool) -> None:
     g = config.generation_kwargs
     unknown = set(g) - GENERATION_KEYS
     if unknown:
@@ -394,15 +399,8 @@ def _check_generation(where: str, config: TaskConfig) -> None:
     until = g.get("until")
     if isinstance(until, str):
         g["until"] = [until]
-    if config.output_type == "generate_until" and "until" not in g:
+    if generates and "until" not in g:
         g["until"] = [config.fewshot_delimiter]  # lm-evaluation-harness's default
     if "temperature" in g:
         g["temperature"] = float(g["temperature"])
 
-
-DEFAULT_METRICS = {
-    "loglikelihood": ["perplexity", "acc"],
-    "loglikelihood_rolling": ["word_perplexity", "byte_perplexity", "bits_per_byte"],
-    "multiple_choice": ["acc", "acc_norm"],
-    "generate_until": ["exact_match"],
-}

@@ -3,7 +3,6 @@ chunk as soon as it is done (so an interrupted run resumes where it stopped)."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,8 +11,8 @@ from typing import Any
 from harness import distributed, progress
 from harness.cache import ResponseCache
 from harness.models.base import LanguageModel
-from harness.requests import GenerateRequest, request_key
-from harness.task import Instance
+from harness.adapters import Instance, OutputAdapter
+from harness.requests import request_key
 
 
 @dataclass
@@ -23,7 +22,8 @@ class ExecutionStats:
     n_cached: int = 0
     n_computed: int = 0
     model_seconds: float = 0.0
-    tokens: int | None = None
+    tokens: int | None = None  # tokens the backend computed (None: it cannot count them)
+    tokens_requested: int | None = None  # tokens of every unique request, cached ones included
 
     def to_dict(self) -> dict[str, Any]:
         tps = self.tokens / self.model_seconds if self.tokens and self.model_seconds > 0 else None
@@ -31,23 +31,8 @@ class ExecutionStats:
             "n_requests": self.n_requests, "n_unique": self.n_unique, "n_cached": self.n_cached,
             "n_computed": self.n_computed, "model_seconds": round(self.model_seconds, 3),
             "tokens": self.tokens, "tokens_per_second": round(tps, 2) if tps else None,
+            "tokens_requested": self.tokens_requested, "tokens_computed": self.tokens,
         }
-
-
-def _payload(kind: str, request: Any, rolling: dict[str, Any]) -> Any:
-    if kind == "loglikelihood_rolling":
-        return [request, rolling.get("max_length"), rolling.get("stride")]
-    if kind == "loglikelihood":
-        return list(request)
-    return request
-
-
-def _length(kind: str, request: Any) -> int:
-    if kind == "generate_until":
-        return len(request.prompt)
-    if kind == "loglikelihood":
-        return len(request[0]) + len(request[1])
-    return len(request)
 
 
 def execute(
@@ -68,12 +53,13 @@ def execute(
     stats = ExecutionStats()
     fingerprint = model.fingerprint
     keys_per_instance: list[list[str]] = []
-    unique: dict[str, tuple[str, Any]] = {}
+    unique: dict[str, tuple[OutputAdapter, Any]] = {}
     for inst in instances:
         keys = []
+        adapter = inst.adapter
         for req in inst.requests:
-            key = request_key(inst.kind, _payload(inst.kind, req, rolling))
-            unique.setdefault(key, (inst.kind, req))
+            key = request_key(adapter.method, adapter.payload(req, rolling))
+            unique.setdefault(key, (adapter, req))
             keys.append(key)
         keys_per_instance.append(keys)
         stats.n_requests += len(keys)
@@ -87,7 +73,7 @@ def execute(
     stats.n_computed = len(missing)
     # Chunks depend only on the requests, never on what the cache holds, so a resumed run
     # computes exactly the batches the first run would have.
-    ordered = sorted(unique, key=lambda k: (-_length(*unique[k]), k))
+    ordered = sorted(unique, key=lambda k: (-unique[k][0].length(unique[k][1]), k))
     chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     counter = getattr(model, "count_tokens", None)
     tokens = 0 if counter else None
@@ -97,11 +83,12 @@ def execute(
             todo = [k for k in chunk if k not in answers]
             if not todo:
                 continue
-            kind = unique[todo[0]][0]
-            by_kind: dict[str, list[str]] = {}
+            # one backend call per method (adapters that share a method share its calls)
+            by_method: dict[str, list[str]] = {}
             for k in todo:
-                by_kind.setdefault(unique[k][0], []).append(k)
-            for kind, keys in by_kind.items():
+                by_method.setdefault(unique[k][0].method, []).append(k)
+            for keys in by_method.values():
+                adapter = unique[keys[0]][0]
                 mine = group.shard(keys) if group is not None else keys
                 reqs = [unique[k][1] for k in mine]
                 started = time.perf_counter()
@@ -110,9 +97,9 @@ def execute(
                 on_answer = None
                 if cache and group is None:
                     on_answer = lambda i, r, mine=mine: cache.put_many(fingerprint, {mine[i]: _jsonable(r)})  # noqa: E731
-                results = _call(model, kind, reqs, rolling, on_answer) if reqs else []
+                results = adapter.call(model, reqs, rolling, on_answer) if reqs else []
                 if tokens is not None and reqs:
-                    tokens += _count(counter, kind, reqs, results)
+                    tokens += adapter.count_tokens(counter, reqs, results)
                 fresh = {k: _jsonable(r) for k, r in zip(mine, results)}
                 if group is not None:
                     fresh = group.gather(fresh)
@@ -126,30 +113,20 @@ def execute(
     if group is not None and tokens is not None:
         tokens = int(group.total(tokens))
     stats.tokens = tokens
+    if tokens is not None:
+        stats.tokens_requested = tokens + _cached_tokens(counter, unique, answers, set(missing))
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
 
 
-def _call(model: LanguageModel, kind: str, reqs: list[Any], rolling: dict[str, Any], on_answer=None) -> list[Any]:  # noqa: ANN001
-    methods = {"loglikelihood": model.loglikelihood, "loglikelihood_rolling": model.loglikelihood_rolling,
-               "generate_until": model.generate}
-    if kind not in methods:
-        raise ValueError(f"unknown request kind {kind}")
-    method = methods[kind]
-    extra: dict[str, Any] = {}
-    if kind == "loglikelihood_rolling":
-        extra = {"max_length": rolling.get("max_length"), "stride": rolling.get("stride")}
-    if on_answer is not None and "on_answer" in inspect.signature(method).parameters:
-        extra["on_answer"] = on_answer
-    return method(reqs, **extra)
-
-
-def _count(counter, kind: str, reqs: list[Any], results: list[Any]) -> int:  # noqa: ANN001
-    if kind == "loglikelihood_rolling":
-        return sum(n for _, n in results)
-    if kind == "loglikelihood":
-        return counter([c + x for c, x in reqs])
-    assert all(isinstance(r, GenerateRequest) for r in reqs)
-    return counter([r.prompt for r in reqs]) + counter(list(results))
+def _cached_tokens(counter: Any, unique: dict[str, tuple[OutputAdapter, Any]], answers: dict[str, Any],
+                   computed: set[str]) -> int:
+    """Tokens of the requests the cache answered (counted the same way as computed ones)."""
+    by_method: dict[str, list[str]] = {}
+    for k in unique:
+        if k not in computed:
+            by_method.setdefault(unique[k][0].method, []).append(k)
+    return sum(unique[keys[0]][0].count_tokens(counter, [unique[k][1] for k in keys], [answers[k] for k in keys])
+               for keys in by_method.values())
 
 
 def _jsonable(result: Any) -> Any:

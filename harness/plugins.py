@@ -31,7 +31,7 @@ from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("backends", "metrics", "filters", "tasks")
+KINDS = ("backends", "metrics", "filters", "tasks", "adapters")
 _loaded: set[str] = set()
 
 

@@ -217,9 +217,14 @@ def group_aggregates(tasks: dict[str, TaskResult], groups: dict[str, list[str]],
 
 
 def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOptions) -> tuple[TaskResult, list[dict]]:  # noqa: ANN001
-    """One task on one model: the task's typed result and its per-sample records."""
+    """One task on one model: the task's typed result and its per-sample records.
+
+    Every answer pipeline of the task (`filter_list`; else the output type's default, "none")
+    is scored by every metric. `metrics` holds the first pipeline's values, each naming its
+    `filter`; `metrics_by_filter` holds every pipeline's when the task has a `filter_list`."""
     t0 = time.perf_counter()
     docs = task.docs()
+    adapter = task.adapter
     chat = model.apply_chat_template if task.uses_chat(model.chat_template is not None, options.apply_chat_template) else None
     instances = task.build(docs, chat)
     c = task.config
@@ -227,44 +232,56 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
     label = f"{model.info.name} | {task.name}"
     responses, exec_stats = execute(model, instances, cache=cache, label=label, rolling=rolling)
     t1 = time.perf_counter()
-    samples = [task.sample(inst, resp) for inst, resp in zip(instances, responses)]
     seed = c.seed if options.seed is None else options.seed
-    metrics: dict[str, MetricResult] = {}
-    per_sample: dict[str, list[Any]] = {}
-    for metric in task.metrics:
-        stats = metric.sample_stats(samples)
-        value = summarize(metric, stats, n_boot=options.n_boot, seed=seed)
-        metrics[metric.name] = MetricResult(metric.name, **value.to_dict(), signature=metric.signature())
-        per_sample[metric.name] = stats
+    by_filter: dict[str, dict[str, MetricResult]] = {}
+    scored: dict[str, tuple[list[Any], dict[str, list[Any]]]] = {}  # filter -> (kept answers, stats per metric)
+    for pipeline in task.filters():
+        kept = pipeline.apply(responses, docs)
+        samples = [task.sample(inst, answer) for inst, answer in zip(instances, kept)]
+        metrics: dict[str, MetricResult] = {}
+        per_sample: dict[str, list[Any]] = {}
+        for metric in task.metrics:
+            stats = metric.sample_stats(samples)
+            value = summarize(metric, stats, n_boot=options.n_boot, seed=seed)
+            metrics[metric.name] = MetricResult(metric.name, **value.to_dict(), signature=metric.signature(),
+                                                filter=pipeline.name if c.filter_list else None)
+            per_sample[metric.name] = stats
+        by_filter[pipeline.name] = metrics
+        scored[pipeline.name] = (kept, per_sample)
+    primary_filter = next(iter(by_filter))
     t2 = time.perf_counter()
     from harness.prompts import template_hash
 
     prompt_hash = template_hash(*(repr(inst.requests) for inst in instances))
     total = t2 - t0
+    other: dict[str, Any] = {
+        # Task code that ran for these numbers (--trust-task-code): file -> sha256.
+        "task_code": dict(sorted(task.code_files.items())) or None, "notes": list(c.notes) or None,
+        "primary_metric": c.primary_metric or adapter.primary_metric([m.name for m in task.metrics]),
+    }
+    if c.filter_list:
+        other["metrics_by_filter"] = {f: {n: m.to_dict() for n, m in ms.items()} for f, ms in by_filter.items()}
     record = TaskResult(
-        task.name, metrics, n_samples=len(samples), config=c.to_dict(), chat_template=chat is not None,
+        task.name, by_filter[primary_filter], n_samples=len(instances), config=c.to_dict(), chat_template=chat is not None,
         data_hash=task.data_hash(docs), prompt_hash=prompt_hash, template_hash=task.template_hash(),
         timing={**exec_stats.to_dict(), "total_seconds": round(total, 3), "metric_seconds": round(t2 - t1, 3),
                 "metric_share": round((t2 - t1) / total, 4) if total > 0 else None},
-        # Task code that ran for these numbers (--trust-task-code): file -> sha256.
-        other={"task_code": dict(sorted(task.code_files.items())) or None, "notes": list(c.notes) or None},
+        other=other,
     )
     rows = []
-    for inst, sample, resp in zip(instances, samples, responses):
-        row = {"doc_id": inst.doc_id, "prompt": inst.context, "target": inst.target}
-        if inst.kind == "generate_until":
-            row["output"] = resp[0]
-        else:
-            row["responses"] = resp
-            if inst.choices:
-                row["choices"] = inst.choices
-        row["scores"] = {}
-        for metric in task.metrics:
-            stat = per_sample[metric.name][inst.index]
-            row["scores"][metric.name] = metric.sample_score(stat)
-            row.setdefault("stats", {})[metric.name] = stat
+    for inst, resp in zip(instances, responses):
+        row = {"doc_id": inst.doc_id, "prompt": inst.context, "target": inst.target, **adapter.log_row(inst, resp)}
+        for name, (kept, per_sample) in scored.items():
+            scores, stats = {}, {}
+            for metric in task.metrics:
+                stat = per_sample[metric.name][inst.index]
+                scores[metric.name], stats[metric.name] = metric.sample_score(stat), stat
+            if name == primary_filter:
+                row["scores"], row["stats"] = scores, stats
+            if c.filter_list:
+                row.setdefault("filters", {})[name] = {"answer": kept[inst.index], "scores": scores}
         rows.append(row)
-    summary = ", ".join(f"{n} {m.value:.4g}" for n, m in metrics.items() if m.value is not None)
-    progress.write(f"{model.info.spec} | {task.name}: {summary} ({len(samples)} docs, "
+    summary = ", ".join(f"{n} {m.value:.4g}" for n, m in by_filter[primary_filter].items() if m.value is not None)
+    progress.write(f"{model.info.spec} | {task.name}: {summary} ({len(instances)} docs, "
                    f"{exec_stats.n_computed} computed, {exec_stats.n_cached} cached, {total:.1f}s)")
     return record, rows

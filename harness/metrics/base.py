@@ -30,6 +30,7 @@ class Sample:
     choices: list[str] | None = None  # multiple_choice
     text: str | None = None  # the scored text (rolling) or the scored continuation (loglikelihood)
     n_tokens: int | None = None  # tokens scored (rolling)
+    n_words: int | None = None  # words normalizing word_perplexity (None: lm-eval's count of `text`)
     context: str | None = None  # the prompt
     language: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,14 +84,25 @@ _REGISTRY: dict[str, type[Metric]] = {}
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: make a metric available by name in task files and the CLI."""
+    """Class decorator: make a metric available by name in task files and the CLI.
+
+    Another package registers its metrics the same way, in a module it names under the
+    `harness.metrics` entry-point group (loaded the first time a metric is looked up)."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"metric {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
+_loaded = False
+
+
 def _load_builtin() -> None:
+    """The built-in metrics, then those other packages add (entry-point group `harness.metrics`)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     import importlib
 
     for module in ("perplexity", "choice", "overlap", "dialogue", "judge"):
@@ -99,6 +111,9 @@ def _load_builtin() -> None:
         except ModuleNotFoundError as err:
             if err.name != f"harness.metrics.{module}":
                 raise
+    from harness.plugins import load_plugins
+
+    load_plugins("metrics")
 
 
 def metric_names() -> list[str]:

@@ -118,6 +118,30 @@ class _Distinct(Metric):
             return len(set(stat)) / len(stat) if stat else 0.0
         return float(stat)
 
+    def leave_one_out(self, stats: Sequence[Any]) -> list[float] | None:
+        """Corpus mode: the value without each response in turn (for the jackknife in stats.py).
+
+        The bootstrap is not valid here: a resample repeats responses, and a repeated response
+        adds n-grams to the total but none to the distinct set, so resampled values sit below
+        the corpus value (its CI could miss the value itself). An n-gram leaves the distinct set
+        only when the one response holding it is left out, so each value costs O(1)."""
+        if self.config["mode"] != "corpus":
+            return None
+        holders: dict[str, set[int]] = {}
+        for i, grams in enumerate(stats):
+            for g in grams:
+                holders.setdefault(g, set()).add(i)
+        only = [0] * len(stats)
+        for docs in holders.values():
+            if len(docs) == 1:
+                only[next(iter(docs))] += 1
+        distinct, total = len(holders), sum(len(g) for g in stats)
+        out = []
+        for i, grams in enumerate(stats):
+            rest = total - len(grams)
+            out.append((distinct - only[i]) / rest if rest else 0.0)
+        return out
+
 
 @register_metric
 class Distinct1(_Distinct):

@@ -4,7 +4,9 @@ word_perplexity = exp(-ΣLL / Σwords), words = len(re.split(r"\\s+", text));
 byte_perplexity = exp(-ΣLL / Σutf-8 bytes); bits_per_byte = -ΣLL / (Σbytes · ln 2);
 token_perplexity = exp(-ΣLL / Σtokens) (tokenizer-dependent: compare one model with itself);
 perplexity = exp(-mean LL), lm-evaluation-harness's per-request perplexity (e.g. lambada).
-For loglikelihood tasks the scored text is the continuation (gold-continuation perplexity).
+For loglikelihood tasks the scored text is the continuation (gold-continuation perplexity); its
+words are counted without the leading delimiter (`" Paris"` is one word, chat template or not),
+its bytes are those scored.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _stat(sample: Sample) -> list[float]:
     if sample.loglikelihoods is None or sample.text is None:
         raise HarnessError(f"perplexity metrics need a scored text; document {sample.doc_id} has none")
     logprob = sum(lp for lp, _ in sample.loglikelihoods)
-    words = len(re.split(r"\s+", sample.text))
+    words = sample.n_words if sample.n_words is not None else len(re.split(r"\s+", sample.text))
     n_bytes = len(sample.text.encode("utf-8"))
     return [logprob, sample.n_tokens or 0, words, n_bytes]
 

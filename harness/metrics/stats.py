@@ -34,12 +34,17 @@ def summarize(metric: Metric, stats: Sequence[Any], *, n_boot: int = 1000, seed:
     """The metric's value, with the bootstrap standard error and percentile 95% CI.
 
     Resampling draws documents with replacement and recomputes the aggregate from their
-    statistics, so corpus-level metrics (BLEU, perplexity) keep their corpus definition.
+    statistics, so corpus-level metrics (BLEU, perplexity) keep their corpus definition. A metric
+    that the bootstrap would bias offers `leave_one_out(stats)` instead: a jackknife CI.
     """
     n = len(stats)
     value = metric.aggregate(stats)
     if n < 2 or n_boot < 2:
         return MetricValue(value, None, None, None, n, metric.higher_is_better)
+    jackknife = getattr(metric, "leave_one_out", None)
+    loo = jackknife(stats) if jackknife is not None else None
+    if loo is not None:
+        return _jackknife(metric, value, loo)
     idx = bootstrap_indices(n, n_boot, seed)
     if not metric.corpus_level:
         scores = np.asarray([float(s) for s in stats])
@@ -54,6 +59,16 @@ def summarize(metric: Metric, stats: Sequence[Any], *, n_boot: int = 1000, seed:
     low, high = np.percentile(boots, [2.5, 97.5])
     stderr = float(np.std(boots, ddof=1))
     return MetricValue(_clean(value), _clean(stderr), _clean(low), _clean(high), n, metric.higher_is_better)
+
+
+def _jackknife(metric: Metric, value: float, loo: Sequence[float]) -> MetricValue:
+    """Jackknife standard error from leave-one-out values, with a normal 95% interval around the
+    value: for statistics the bootstrap would bias (see the metric's `leave_one_out`)."""
+    n = len(loo)
+    values = np.asarray(loo, dtype=np.float64)
+    stderr = float(math.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2)))
+    return MetricValue(_clean(value), _clean(stderr), _clean(value - 1.96 * stderr), _clean(value + 1.96 * stderr),
+                       n, metric.higher_is_better)
 
 
 def _boots_from_sums(metric: Metric, stats: Sequence[Any], idx: np.ndarray) -> np.ndarray:
