@@ -12,6 +12,7 @@ from typing import Any
 
 
 from harness import distributed, progress
+from harness.adapters import get_adapter
 from harness.cache import ResponseCache
 from harness.errors import HarnessError
 from harness.execute import execute
@@ -67,7 +68,7 @@ def prepare_tasks(patterns: list[str], options: RunOptions, registry: TaskRegist
             config.seed = options.seed
         if options.num_fewshot is not None:
             config.num_fewshot = options.num_fewshot
-        if options.gen_kwargs and config.output_type == "generate_until":
+        if options.gen_kwargs and get_adapter(config.output_type).generates:
             config.generation_kwargs = {**config.generation_kwargs, **options.gen_kwargs}
         task = Task(config, data_dir=options.data_dir, allow_external_data=options.allow_external_data)
         task.system_instruction = options.system_instruction or ""

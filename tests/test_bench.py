@@ -4,7 +4,6 @@ regression gate (a stand-in backend with an injected delay), and a real run on S
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,47 @@ STEP_SECONDS = 0.010  # one decode step
 EXTRA_STEP_SECONDS = 0.0  # the injected slowdown: tests set it through monkeypatch
 
 
+class VirtualClock:
+    """Time that passes only when the stand-in "works" (its sleeps): the measurements it yields
+    are exact, however loaded the machine, so the tests assert them exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+CLOCK = VirtualClock()
+
+
+@pytest.fixture(autouse=True)
+def virtual_time(monkeypatch, request):
+    """The benchmark's clock (measure.py, worker.py) reads the virtual clock, except in the
+    real-model test, which measures real time."""
+    import importlib
+    from types import SimpleNamespace
+
+    if request.node.get_closest_marker("slow"):
+        return None
+
+    import harness.benchmark.measure as measure
+    import harness.benchmark.worker as worker
+
+    # the backend registry imports this file as `tests.test_bench`, which pytest may hold as a
+    # second module object: both must share one clock
+    monkeypatch.setattr(importlib.import_module("tests.test_bench"), "CLOCK", CLOCK)
+    clock = SimpleNamespace(perf_counter=CLOCK.perf_counter, sleep=CLOCK.sleep)
+    monkeypatch.setattr(measure, "time", clock)
+    monkeypatch.setattr(worker, "time", clock)
+    return CLOCK
+
+
 class StandInLM(LanguageModel):
-    """A model whose decode step takes STEP_SECONDS + EXTRA_STEP_SECONDS (time.sleep): the gate
+    """A model whose decode step takes STEP_SECONDS + EXTRA_STEP_SECONDS (on the virtual clock): the gate
     test's subject. Never used for a number a user reads."""
 
     backend = "standin"
@@ -35,17 +73,17 @@ class StandInLM(LanguageModel):
     prefix_token_id = 0
 
     def __init__(self, name: str, **_options):
-        time.sleep(0.02)  # a load time well above timer noise
+        CLOCK.sleep(0.02)  # a load time
         self.name = name
 
     def tok_encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return list(text.encode())
 
     def stream_token_ids(self, prompts, max_new_tokens, on_token):
-        time.sleep(0.010)  # prefill
+        CLOCK.sleep(0.010)  # prefill
         for step in range(max_new_tokens):
             if step:
-                time.sleep(STEP_SECONDS + EXTRA_STEP_SECONDS)
+                CLOCK.sleep(STEP_SECONDS + EXTRA_STEP_SECONDS)
             for row in range(len(prompts)):
                 on_token(row, 1)
         return [[1] * max_new_tokens for _ in prompts]
@@ -98,16 +136,16 @@ def test_time_run_splits_prefill_and_decode_for_sequential_rows():
     token, decode the rows' token intervals, summed."""
     def stream(prompts, n, on_token):
         for row in range(len(prompts)):
-            time.sleep(0.05)  # this row's prefill
+            CLOCK.sleep(0.05)  # this row's prefill
             for step in range(n):
                 if step:
-                    time.sleep(0.01)
+                    CLOCK.sleep(0.01)
                 on_token(row, 7)
 
     run = time_run(stream, [[1] * 10, [1] * 10], 5)
-    assert run["ttft_s"] == pytest.approx(0.05, abs=0.02)
-    assert run["decode_s"] == pytest.approx(2 * 4 * 0.01, abs=0.03)
-    assert run["prefill_s"] == pytest.approx(0.10, abs=0.03)
+    assert run["ttft_s"] == pytest.approx(0.05, abs=1e-9)
+    assert run["decode_s"] == pytest.approx(2 * 4 * 0.01, abs=1e-9)
+    assert run["prefill_s"] == pytest.approx(0.10, abs=1e-9)
     assert run["decode_tokens_per_s"] == pytest.approx(8 / run["decode_s"])
     assert run["prefill_tokens_per_s"] == pytest.approx(20 / run["prefill_s"])
     assert run["requests_per_s"] == pytest.approx(2 / run["total_s"])
@@ -158,8 +196,8 @@ def test_bench_results_file_and_reports(standin, tmp_path, capsys):
     eff = evaluation["efficiency"]
     assert set(eff) == {"load_s", "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s",
                         "batch_decode_tokens_per_s", "batch_requests_per_s", "peak_memory_mib"}
-    assert eff["decode_tokens_per_s"] == pytest.approx(1 / STEP_SECONDS, rel=0.35)
-    assert eff["batch_decode_tokens_per_s"] == pytest.approx(2 / STEP_SECONDS, rel=0.35)
+    assert eff["decode_tokens_per_s"] == pytest.approx(1 / STEP_SECONDS, rel=1e-9)
+    assert eff["batch_decode_tokens_per_s"] == pytest.approx(2 / STEP_SECONDS, rel=1e-9)
     shape = evaluation["bench"]["shapes"][0]
     assert shape["decode_tokens_per_s"]["n"] == 3 and len(shape["decode_tokens_per_s"]["values"]) == 3
     assert data["environment"]["machine"]["cpu_cores_usable"] >= 1

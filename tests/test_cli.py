@@ -10,7 +10,7 @@ from tests.conftest import MC_DOCS, MC_TASK, REPO, write_task
 
 
 def harness(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=1200)
 
 
 @pytest.fixture

@@ -198,7 +198,7 @@ def test_real_runs_identical_pass_and_degraded_decoding_fails(tmp_path):
 
     def gate(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "harness", "compare", *args, "--fail-on-regression"],
-                              capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+                              capture_output=True, text=True, cwd=REPO, timeout=1200, check=False)
 
     same = gate(baseline, again)
     assert same.returncode == 0 and "0 regressed, 0 improved, 3 unchanged" in same.stdout, same.stdout + same.stderr

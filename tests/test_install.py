@@ -47,7 +47,7 @@ def test_stripped_wheel_installs_without_unmet_dependencies(tmp_path):
     assert f"{META},sha256={digest},{len(meta)}" in record
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(stripped)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=1200)
     (dist,) = metadata.distributions(path=[str(target)])
     assert dist.metadata["Name"] == "demo-weights" and dist.requires is None
     assert (target / "demo_weights" / "model.gguf").read_text() == "GGUF"

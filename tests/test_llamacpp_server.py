@@ -137,7 +137,7 @@ def test_server_killed_mid_run_then_restarted_resumes_from_the_cache(llama, port
     cache = tmp_path / "cache"
 
     first = harness_run(port, tmp_path / "tasks", cache, tmp_path / "out1")
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1200
     while cached_rows(cache) < 32 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert first.poll() is None, "the run finished before the server could be killed"

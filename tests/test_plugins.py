@@ -79,7 +79,7 @@ def test_an_outside_package_registers_a_backend_through_the_entry_point(plugin_p
         print(plugin.LOADS)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), str(ROOT)])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1200)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["olleh! reverse 64", "['abc']"]
 
@@ -88,7 +88,7 @@ def test_a_plugin_that_fails_to_import_is_named(plugin_path):
     (plugin_path / "harness_reverse_plugin" / "__init__.py").write_text("raise ImportError('no numpy here')\n")
     code = "from harness.models import load_model; load_model('smollm2-135m')"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), str(ROOT)])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1200)
     assert out.returncode != 0
     assert "plugin 'reverse' = 'harness_reverse_plugin' (package harness-reverse-plugin, group harness.backends)" in out.stderr
 

@@ -36,7 +36,7 @@ def test_a_key_in_the_url_user_part_stays_out_of_the_results_and_the_output(fake
         [sys.executable, "-m", "harness", "-v", "run", "--model", f"api:{url}?retries=0&tokenizer=none", "--tasks", "gen",
          "--include-path", str(tmp_path / "tasks"), "--output", str(tmp_path / "out")],
         cwd=REPO, env={**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True,
-        text=True, timeout=300)
+        text=True, timeout=1200)
     assert done.returncode == 0, done.stderr
     assert KEY not in done.stdout + done.stderr
     written = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())

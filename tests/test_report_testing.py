@@ -71,7 +71,7 @@ def test_pytest_plugin_fixture_and_update_flags(runs, tmp_path):
     def pytest_run(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *_plugin_args(),
                                "--rootdir", str(tmp_path), str(test_file), *extra],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+                              cwd=tmp_path, capture_output=True, text=True, timeout=1200, check=False)
 
     first = pytest_run()
     assert first.returncode == 1 and "no baseline results at baseline.json" in first.stdout, first.stdout + first.stderr
