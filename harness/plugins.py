@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("backends", "metrics", "filters", "tasks", "adapters")
 _loaded: set[str] = set()
+_filled: set[str] = set()  # registries whose built-ins are imported
 
 
 def entry_point_group(kind: str) -> str:
@@ -59,6 +60,17 @@ def load_plugins(kind: str) -> None:
         if kind == "backends":
             _adopt_backend(ep.name, obj)
         log.debug("loaded plugin %s from %s", ep.name, group)
+
+
+def load_registry(kind: str, package: str, builtin: tuple[str, ...]) -> None:
+    """Fill a registry once: import its built-in modules (their decorators register them), then
+    the plugins of its kind."""
+    if package in _filled:
+        return
+    _filled.add(package)
+    for module in builtin:
+        importlib.import_module(f"{package}.{module}")
+    load_plugins(kind)
 
 
 def _adopt_backend(name: str, obj: object) -> None:

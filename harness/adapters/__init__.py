@@ -15,7 +15,6 @@ Another output type registers itself the same way the built-in ones do::
 
 from __future__ import annotations
 
-import importlib
 
 from harness.adapters.base import ChatFormatter, Instance, OutputAdapter
 from harness.errors import HarnessError
@@ -24,7 +23,6 @@ __all__ = ["ChatFormatter", "Instance", "OutputAdapter", "adapter_names", "get_a
 
 _REGISTRY: dict[str, OutputAdapter] = {}
 _BUILTIN = ("loglikelihood_rolling", "loglikelihood", "multiple_choice", "generate_until")
-_loaded = False
 
 
 def register_adapter(cls: type[OutputAdapter]) -> type[OutputAdapter]:
@@ -37,15 +35,9 @@ def register_adapter(cls: type[OutputAdapter]) -> type[OutputAdapter]:
 
 
 def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN:
-        importlib.import_module(f"harness.adapters.{module}")
-    from harness.plugins import load_plugins
+    from harness.plugins import load_registry
 
-    load_plugins("adapters")
+    load_registry("adapters", "harness.adapters", _BUILTIN)
 
 
 def adapter_names() -> list[str]:

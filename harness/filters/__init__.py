@@ -25,7 +25,6 @@ filter of your own registers by name::
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,6 @@ class Filter(ABC):
 
 _REGISTRY: dict[str, type[Filter]] = {}
 _BUILTIN = ("selection", "extraction", "transformation")
-_loaded = False
 
 
 def register_filter(name: str) -> Callable[[type[Filter]], type[Filter]]:
@@ -66,15 +64,9 @@ def register_filter(name: str) -> Callable[[type[Filter]], type[Filter]]:
 
 
 def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN:
-        importlib.import_module(f"harness.filters.{module}")
-    from harness.plugins import load_plugins
+    from harness.plugins import load_registry
 
-    load_plugins("filters")
+    load_registry("filters", "harness.filters", _BUILTIN)
 
 
 def filter_names() -> list[str]:
