@@ -231,7 +231,16 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
     c = task.config
     rolling = {"max_length": c.rolling_max_length, "stride": c.rolling_stride}
     label = f"{model.info.name} | {task.name}"
+    cut_before = dict(getattr(model, "truncated", None) or {})
     responses, exec_stats = execute(model, instances, cache=cache, label=label, rolling=rolling)
+    # contexts the backend cut from the left to fit the model (computed requests; cached ones were
+    # counted when they were computed)
+    truncated = {k: n - cut_before.get(k, 0) for k, n in (getattr(model, "truncated", None) or {}).items()
+                 if n - cut_before.get(k, 0)}
+    if truncated:
+        log.warning("%s: %s requests longer than the model's context were cut from the left (the end "
+                    "kept, as lm-evaluation-harness does); recorded as truncated_requests", task.name,
+                    sum(truncated.values()))
     t1 = time.perf_counter()
     seed = c.seed if options.seed is None else options.seed
     by_filter: dict[str, dict[str, MetricResult]] = {}
@@ -259,6 +268,7 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
         # Task code that ran for these numbers (--trust-task-code): file -> sha256.
         "task_code": dict(sorted(task.code_files.items())) or None, "notes": list(c.notes) or None,
         "primary_metric": c.primary_metric or adapter.primary_metric([m.name for m in task.metrics]),
+        "truncated_requests": truncated or None,
     }
     if c.filter_list:
         other["metrics_by_filter"] = {f: {n: m.to_dict() for n, m in ms.items()} for f, ms in by_filter.items()}
