@@ -65,6 +65,11 @@ class OutputAdapter(ABC):
     supports_filters: ClassVar[bool] = False
     generates: ClassVar[bool] = False  # answers are generated text (generation_kwargs apply)
     supports_chat: ClassVar[bool] = True
+    # what a reporter must know about this output type's metrics
+    tokenizer_dependent: ClassVar[frozenset[str]] = frozenset({"token_perplexity"})  # not comparable across tokenizers
+    # sets of metrics that are exact monotone transforms of one another (ranked once)
+    exact_transforms: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"bits_per_byte", "byte_perplexity"}),)
+    chance_metrics: ClassVar[frozenset[str]] = frozenset()  # metrics with a guessing baseline of 1/len(choices)
 
     # -- configuration -----------------------------------------------------------------------
 

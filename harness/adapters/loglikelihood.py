@@ -51,6 +51,8 @@ class LoglikelihoodAdapter(ContinuationAdapter):
     output_type = "loglikelihood"
     default_metrics = ("perplexity", "acc")
     primary_preference = ("acc",)
+    # the continuation's token perplexity: its tokens are the tokenizer's
+    tokenizer_dependent = frozenset({"token_perplexity", "perplexity"})
 
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
         context = task.context(doc, index, chat)

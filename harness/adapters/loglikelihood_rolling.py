@@ -25,6 +25,8 @@ class RollingAdapter(OutputAdapter):
     # comparable across tokenizers; bits_per_byte first, as the leaderboard (report/ranking.py)
     primary_preference = ("bits_per_byte", "word_perplexity", "byte_perplexity")
     supports_chat = False  # a raw text has no turns
+    # all three are exp/log transforms of one corpus log-likelihood over fixed word and byte counts
+    exact_transforms = (frozenset({"bits_per_byte", "byte_perplexity", "word_perplexity"}),)
 
     def instance(self, task: Task, doc: Doc, index: int, chat: ChatFormatter | None) -> Instance:
         c = task.config

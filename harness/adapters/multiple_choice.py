@@ -23,6 +23,7 @@ class MultipleChoiceAdapter(ContinuationAdapter):
     output_type = "multiple_choice"
     default_metrics = ("acc", "acc_norm")
     primary_preference = ("acc", "acc_norm")
+    chance_metrics = frozenset({"acc", "acc_norm"})
 
     def check_config(self, config: TaskConfig, where: str) -> None:
         if config.doc_to_choice is None:

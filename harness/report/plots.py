@@ -65,9 +65,10 @@ def chance_level(entries: Sequence[ModelEntry], col: Column) -> float | None:
     """Accuracy by guessing uniformly on a multiple-choice task: the mean of 1/len(choices) over its
     documents (from the per-sample file); None for other tasks or metrics."""
     from harness.report.html import read_samples
-    from harness.report.ranking import task_config
+    from harness.report.ranking import output_adapter, task_config
 
-    if task_config(entries, col.task).get("output_type") != "multiple_choice" or col.metric not in ("acc", "acc_norm"):
+    adapter = output_adapter(task_config(entries, col.task).get("output_type"))
+    if adapter is None or col.metric not in adapter.chance_metrics:
         return None
     for e in entries:
         path = e.samples_path(col.task)

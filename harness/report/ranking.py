@@ -33,20 +33,27 @@ TOKENIZER_DEPENDENT = ("token_perplexity",)
 ROLLING_TRANSFORMS = ("bits_per_byte", "byte_perplexity", "word_perplexity")  # the preferred one first
 
 
-def default_primary_metric(output_type: str | None, metrics: Sequence[str]) -> str | None:
-    """The primary metric of a task that names none: by output type, among the metrics it reports.
+def output_adapter(output_type: str | None):  # noqa: ANN201 - an OutputAdapter, or None
+    """The adapter of a results file's output type (None for one this harness does not know)."""
+    from harness.adapters import get_adapter
+    from harness.errors import HarnessError
 
-    loglikelihood_rolling: bits_per_byte, else word_perplexity (comparable across tokenizers);
-    multiple_choice: acc; generate_until and anything else: the first metric listed.
-    """
+    try:
+        return get_adapter(output_type) if output_type else None
+    except HarnessError:
+        return None
+
+
+def default_primary_metric(output_type: str | None, metrics: Sequence[str]) -> str | None:
+    """The primary metric of a task that names none: its output type's preference among the
+    metrics it reports (rolling: bits_per_byte, else word_perplexity; multiple choice: acc), else
+    the first metric that is comparable across tokenizers."""
     names = list(metrics)
     if not names:
         return None
-    preferred = {"loglikelihood_rolling": ("bits_per_byte", "word_perplexity", "byte_perplexity"),
-                 "multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("acc",)}.get(output_type or "", ())
-    for name in preferred:
-        if name in names:
-            return name
+    adapter = output_adapter(output_type)
+    if adapter is not None:
+        return adapter.primary_metric(names)
     comparable = [m for m in names if m not in TOKENIZER_DEPENDENT]
     return (comparable or names)[0]
 
@@ -141,9 +148,9 @@ def _transform_order(cols: Sequence[Column]) -> list[Column]:
 
 
 def _not_comparable(entries: Sequence[ModelEntry], col: Column) -> str:
-    dependent = col.metric in TOKENIZER_DEPENDENT or (
-        col.metric == "perplexity" and task_config(entries, col.task).get("output_type") == "loglikelihood")
-    if not dependent:
+    adapter = output_adapter(task_config(entries, col.task).get("output_type"))
+    dependent = adapter.tokenizer_dependent if adapter is not None else frozenset(TOKENIZER_DEPENDENT)
+    if col.metric not in dependent:
         return ""
     tokenizers = {tokenizer_key(e.model) for e in entries if _value(e, col) is not None}
     return "depends on the tokenizer, and the models' tokenizers differ" if len(tokenizers) > 1 else ""
@@ -151,9 +158,9 @@ def _not_comparable(entries: Sequence[ModelEntry], col: Column) -> str:
 
 def _transforms(entries: Sequence[ModelEntry], a: Column, b: Column) -> bool:
     """Whether b is an exact (monotone) transform of a on this task, for every model."""
-    output_type = task_config(entries, a.task).get("output_type")
-    if {a.metric, b.metric} <= set(ROLLING_TRANSFORMS) and (
-            output_type == "loglikelihood_rolling" or {a.metric, b.metric} == {"bits_per_byte", "byte_perplexity"}):
+    adapter = output_adapter(task_config(entries, a.task).get("output_type"))
+    families = adapter.exact_transforms if adapter is not None else (frozenset({"bits_per_byte", "byte_perplexity"}),)
+    if any({a.metric, b.metric} <= family for family in families):
         return True
     if {a.metric, b.metric} == {"rougeL", "rougeLsum"}:
         pairs = [(_value(e, a), _value(e, b)) for e in entries]
