@@ -30,11 +30,22 @@ def evaluate(models: list[str] | str | None = None, tasks: list[str] | str | Non
     return _evaluate(models, tasks, options, **kwargs)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RunOptions":  # the runner's options, without importing the runner up front
-        from harness.runner import RunOptions
+# The contracts and the registration decorators, imported when first used (so that importing
+# the package stays cheap): name -> module.
+_LAZY = {
+    "RunOptions": "harness.runner",
+    "LanguageModel": "harness.models.base", "Task": "harness.task", "Metric": "harness.metrics.base",
+    "Sample": "harness.metrics.base", "OutputAdapter": "harness.adapters", "Filter": "harness.filters",
+    "register_backend": "harness.models", "register_metric": "harness.metrics.base",
+    "register_filter": "harness.filters", "register_adapter": "harness.adapters",
+}
 
-        return RunOptions
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")
 
 
@@ -57,5 +68,5 @@ def load_model(spec: str, **options):
 
 
 __all__ = ["GroupMetric", "GroupResult", "HarnessError", "MetricResult", "ModelEvaluation", "ModelRecord",
-           "RunOptions", "RunResults", "SampleRecord", "TaskResult", "evaluate", "load_model", "load_results",
-           "load_task", "__version__"]
+           "RunResults", "SampleRecord", "TaskResult", "evaluate", "load_model", "load_results",
+           "load_task", "__version__", *_LAZY]

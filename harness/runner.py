@@ -18,6 +18,7 @@ from harness.errors import HarnessError
 from harness.execute import execute
 from harness.metrics.stats import summarize
 from harness.models import load_model
+from harness.models.base import LanguageModel
 from harness.redact import redact, redact_value
 from harness.registry import TaskRegistry
 from harness.preflight import check_model_specs, reserve_run
@@ -82,7 +83,7 @@ def prepare_tasks(patterns: list[str], options: RunOptions, registry: TaskRegist
 
 
 def evaluate(
-    models: list[str] | str | None = None,
+    models: list[str | LanguageModel] | str | LanguageModel | None = None,
     tasks: list[str] | str | None = None,
     options: RunOptions | None = None,
     *,
@@ -96,7 +97,7 @@ def evaluate(
     exclusively) after every task; if the run fails after a task finished, it is left marked
     partial with the error, and the error is raised; a run that computed nothing leaves nothing."""
     options = options or RunOptions()
-    models = [models] if isinstance(models, str) else list(models or [DEFAULT_MODEL])
+    models = [models] if isinstance(models, (str, LanguageModel)) else list(models or [DEFAULT_MODEL])
     patterns = [tasks] if isinstance(tasks, str) else list(tasks or DEFAULT_TASKS)
     if options.limit is not None and options.limit < 1:
         raise HarnessError("--limit must be at least 1")
@@ -104,9 +105,11 @@ def evaluate(
     selected = prepare_tasks(patterns, options, registry)
     groups = registry.groups_of([t.name for t in selected])
     plans = registry.group_plans([t.name for t in selected])
-    check_model_specs(models)
+    # a model may be a spec to load or a LanguageModel the caller already loaded (and closes)
+    check_model_specs([m for m in models if isinstance(m, str)])
+    names = [m if isinstance(m, str) else m.info.spec for m in models]
     started = dt.datetime.now(dt.timezone.utc)
-    base_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in models))
+    base_id = started.strftime("%Y%m%dT%H%M%SZ") + "_" + slug("+".join(m.split("/")[-1] for m in names))
     results = RunResults(
         run_id=base_id, kind="evaluation", status="running", created=started.isoformat(timespec="seconds"),
         command=redact(options.command or "") or None,
@@ -130,12 +133,13 @@ def evaluate(
     try:
         for spec in models:
             loading = time.perf_counter()
-            if main:
+            if main and isinstance(spec, str):
                 progress.announce(f"loading {spec} ...")
-            model = load_model(spec, dtype=options.dtype, device=distributed.rank_device(options.device),
-                               batch_size=options.batch_size,
-                               trust_remote_code=options.trust_remote_code, **options.model_options)
-            if main:
+            loaded = isinstance(spec, str)
+            model = spec if not loaded else load_model(
+                spec, dtype=options.dtype, device=distributed.rank_device(options.device),
+                batch_size=options.batch_size, trust_remote_code=options.trust_remote_code, **options.model_options)
+            if main and loaded:
                 progress.write(f"loaded {model.info.spec} in {progress.duration(time.perf_counter() - loading)} "
                                f"({model.info.device}, {model.info.dtype})")
             if options.apply_chat_template and model.chat_template is None:
@@ -158,7 +162,8 @@ def evaluate(
             entry.groups = group_aggregates(entry.tasks, groups, plans)
             # counters kept while running (api: retries)
             entry.model = ModelRecord.from_dict({**entry.model.to_dict(), **redact_value(model.info.to_dict())})
-            model.close()
+            if loaded:
+                model.close()
     except BaseException as err:
         results.status = "partial"
         results.error = _describe(err)

@@ -102,3 +102,20 @@ def test_group_aggregates_weight_by_documents():
     assert out["g"].to_dict() == {"acc": {"name": "acc", "filter": None, "value": pytest.approx(0.875), "stderr": None,
                                           "ci_low": None, "ci_high": None, "n": 40, "higher_is_better": True,
                                           "signature": {}, "tasks": ["a", "b"]}}
+
+
+def test_evaluate_takes_a_loaded_model_and_leaves_it_open(tmp_path):
+    """As lm-evaluation-harness's simple_evaluate: a LanguageModel object instead of a spec."""
+    import harness
+
+    write_task(tmp_path, "tiny_mc", MC_TASK.format(name="tiny_mc"), MC_DOCS)
+    model = CountingModel()
+    closed = []
+    model.close = lambda: closed.append(True)
+    results = harness.evaluate(model, ["tiny_mc"], RunOptions(include_paths=[str(tmp_path)], output_dir=None,
+                                                              n_boot=10, use_cache=False))
+    assert results.evaluations[0].model.spec == "test:count" and model.calls and not closed
+    assert results.evaluations[0].tasks["tiny_mc"].metrics["acc"].value is not None
+    # the contracts are part of the public API
+    assert harness.LanguageModel is type(model).__mro__[1] and harness.Task.__name__ == "Task"
+    assert callable(harness.register_metric) and callable(harness.register_backend)
