@@ -15,7 +15,7 @@ from harness.models.base import LanguageModel
 from harness.report.collect import columns, load_entries
 from harness.report.compare import compare_files
 from harness.report.plots import pareto_front
-from harness.report.tables import efficiency_columns, render_report
+from harness.report.report_tables import efficiency_columns, render_report
 from harness.requests import ModelInfo
 from tests.test_report_data import FakeModel, write_results
 

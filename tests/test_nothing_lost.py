@@ -16,7 +16,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.preflight import check_model_spec, reserve_run
 from harness.report.collect import columns, load_entries
-from harness.report.tables import render_report
+from harness.report.report_tables import render_report
 from harness.results import RunResults
 from harness.runner import RunOptions, evaluate
 from tests.conftest import MC_DOCS, MC_TASK, write_task

@@ -13,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.report.collect import columns, load_entries
 from harness.report.leaderboard import EfficiencyColumn, leaderboard_rows, render_leaderboard, win_rates
-from harness.report.tables import render_report
+from harness.report.report_tables import render_report
 from tests.test_report_data import FakeModel, write_results
 
 

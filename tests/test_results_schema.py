@@ -96,7 +96,7 @@ def test_per_filter_metrics_are_fields_not_names_to_parse(tmp_path):
     rows = [(r["metric"], r["filter"], r["value"]) for r in results.records()]
     assert rows == [("exact_match", "strict-match", 0.25), ("exact_match", "flexible-extract", 0.5), ("acc", None, 0.75)]
     from harness.report.collect import columns, load_entries
-    from harness.report.tables import report_records
+    from harness.report.report_tables import report_records
 
     entries = load_entries([path])
     cols = columns(entries, metrics=["exact_match"])  # the name selects every filter of the metric

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.machine import describe
-from harness.report.table import text_table
+from harness.report.text_tables import text_table
 
 if TYPE_CHECKING:
     from harness.results import RunResults

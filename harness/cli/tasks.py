@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_table(configs: list, data_dir: str | None) -> None:  # noqa: ANN001
     from harness.data import is_local
-    from harness.report.table import text_table
+    from harness.report.text_tables import text_table
     from harness.task import Task
 
     rows = []

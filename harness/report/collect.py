@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.report.table import format_number
+from harness.report.text_tables import format_number
 from harness.results import MetricResult, ModelRecord, RunResults, TaskResult, atomic_write_text, load_results
 
 

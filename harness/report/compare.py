@@ -28,7 +28,7 @@ from harness.report.collect import ModelEntry, load_entries
 from harness.report.compat import incompatibilities
 from harness.report.html import read_samples
 from harness.report.significance import SMALL_N, PairedTest, approximate_randomization, paired_bootstrap
-from harness.report.tables import EFFICIENCY_TASK, efficiency_columns
+from harness.report.report_tables import EFFICIENCY_TASK, efficiency_columns
 from harness.results import MetricResult, load_results
 
 VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")

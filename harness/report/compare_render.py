@@ -7,8 +7,8 @@ import json
 from harness.report.collect import format_value
 from harness.report.compare import Comparison
 from harness.report.significance import SMALL_N
-from harness.report.table import text_table
-from harness.report.tables import EFFICIENCY_TASK, md_escape
+from harness.report.text_tables import text_table
+from harness.report.report_tables import EFFICIENCY_TASK, md_escape
 
 
 def _p(p: float | None, n: int = SMALL_N) -> str:

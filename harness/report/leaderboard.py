@@ -25,8 +25,8 @@ from harness.errors import HarnessError
 from harness.report.collect import Column, ModelEntry, format_ci, format_params, format_value, status_notes
 from harness.report.ranking import (NOISE, ColumnStatus, ModelGroup, best_labels, column_statuses, group_by_weights,
                                     normalized_scores, primary_columns, win_rates)
-from harness.report.tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, md_escape, to_csv
-from harness.report.tables import efficiency_columns  # noqa: F401 - re-exported for harness.cli.leaderboard and users
+from harness.report.report_tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, md_escape, to_csv
+from harness.report.report_tables import efficiency_columns  # noqa: F401 - re-exported for harness.cli.leaderboard and users
 
 __all__ = ["FORMATS", "LeaderboardRow", "Ranking", "leaderboard_rows", "normalized_scores", "rank",
            "render_leaderboard", "win_rates", "EfficiencyColumn", "efficiency_columns"]

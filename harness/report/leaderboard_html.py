@@ -16,7 +16,7 @@ from harness.report import html as H
 from harness.report.collect import Column, ModelEntry, format_params, format_value, status_notes
 from harness.report.leaderboard import Ranking, rate
 from harness.report.ranking import best_labels
-from harness.report.tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, efficiency_value
+from harness.report.report_tables import EFFICIENCY_NOTE, EfficiencyColumn, best_efficiency, efficiency_value
 
 
 def _first(c: Column) -> str:
