@@ -19,13 +19,15 @@ The harness loads each group once, the first time it needs that kind. For a back
     echo = "my_backend"
 
 An entry point whose object is a LanguageModel subclass that did not register itself is
-registered under the entry point's name.
+registered under the entry point's name. In the group `harness.tasks` an entry point names a
+package whose folder holds task YAML files: they load as if given with --include-path.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+from pathlib import Path
 
 from harness.errors import HarnessError
 
@@ -60,6 +62,23 @@ def load_plugins(kind: str) -> None:
         if kind == "backends":
             _adopt_backend(ep.name, obj)
         log.debug("loaded plugin %s from %s", ep.name, group)
+
+
+def task_folders() -> list[Path]:
+    """Folders of task files that packages contribute through the `harness.tasks` group: the
+    entry point names a package (its folder is used) or an object holding a folder path."""
+    folders = []
+    for ep in importlib.metadata.entry_points(group=entry_point_group("tasks")):
+        try:
+            obj = ep.load()
+        except Exception as err:  # noqa: BLE001 - a plugin can fail in any way; name it
+            raise HarnessError(f"task plugin {ep.name!r} = {ep.value!r} failed to load: {type(err).__name__}: "
+                               f"{err}; fix or uninstall that package") from None
+        where = Path(obj.__file__).parent if hasattr(obj, "__file__") else Path(str(obj))
+        if not where.is_dir():
+            raise HarnessError(f"task plugin {ep.name!r} = {ep.value!r} names {where}, which is not a folder")
+        folders.append(where)
+    return folders
 
 
 def load_registry(kind: str, package: str, builtin: tuple[str, ...]) -> None:

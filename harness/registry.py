@@ -390,7 +390,9 @@ def _unavailable(name: str, reason: str, via: str | None = None) -> str:
 
 def task_dirs(include_paths: list[str] | None = None) -> list[Path]:
     dirs = [BUILTIN_TASKS] if BUILTIN_TASKS.is_dir() else []
-    extra = list(include_paths or [])
+    from harness.plugins import task_folders
+
+    extra = [*(str(f) for f in task_folders()), *(include_paths or [])]
     env = os.environ.get(INCLUDE_ENV)
     if env:
         extra.extend(p for p in env.split(os.pathsep) if p)

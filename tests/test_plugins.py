@@ -117,3 +117,22 @@ def test_unknown_options_are_rejected_with_the_valid_ones():
         load_model("scratch:smollm2-135m", dtyp="bfloat16")
     with pytest.raises(HarnessError, match="no option 'n_threads'"):
         load_model("hf:smollm2-135m", n_threads=2)
+
+
+def test_an_outside_package_adds_a_task_folder_through_the_entry_point(tmp_path):
+    package = tmp_path / "harness_capitals_tasks"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "capitals.jsonl").write_text('{"q": "France", "a": "Paris"}\n')
+    (package / "capitals_plugin.yaml").write_text(
+        "task: capitals_plugin\ndataset_path: json\ndataset_kwargs:\n  data_files: capitals.jsonl\n"
+        "test_split: train\noutput_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n")
+    dist = tmp_path / "harness_capitals_tasks-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-capitals-tasks\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{entry_point_group('tasks')}]\ncapitals = harness_capitals_tasks\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-m", "harness", "tasks", "capitals_plugin"], capture_output=True,
+                         text=True, env=env, timeout=1200, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "capitals_plugin" in out.stdout and "generate_until" in out.stdout
