@@ -214,7 +214,11 @@ def test_judge_with_smollm2():
     assert len(stats) == 2
     for s in stats:
         assert isinstance(s["judgment"], str) and s["judgment"]
-        assert s["rating"] is None or 1 <= s["rating"] <= 10
+        # the rating is exactly what the judge's own text says (None only when it says no [[n]])
+        assert s["rating"] == parse_rating(s["judgment"])
+    rated = [s["rating"] for s in stats if s["rating"] is not None]
+    value = metric.aggregate(stats)
+    assert value == pytest.approx(sum(rated) / len(rated)) if rated else value != value  # NaN when none parsed
     sig = metric.signature()
     assert sig["judged"] == 2 and sig["unparseable"] == sum(s["rating"] is None for s in stats)
     assert judge.judge_model("smollm2-135m") is judge.judge_model("smollm2-135m")  # cached per process

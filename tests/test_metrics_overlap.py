@@ -214,9 +214,18 @@ def test_rouge_on_chinese_is_sensible(chinese):
     # rouge-score's own tokenizer deletes every CJK character: Chinese scores 0.
     scorer = rouge_scorer.RougeScorer(["rouge1"])
     assert all(scorer.score(r, h)["rouge1"].fmeasure == 0 for h, r in zip(hyps, refs))
+    from harness.metrics.overlap import UnicodeTokenizer
+
+    # one token per CJK character, other scripts as lowercased runs
+    assert UnicodeTokenizer().tokenize("我们在Beijing见面, 2024年!") == ["我", "们", "在", "beijing", "见", "面", "2024", "年"]
     for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         metric, stats, ours = value(kind, hyps, refs, language="zh")
-        assert 0.5 < ours < 1.0, kind
+        # the value is rouge-score's own, given that tokenizer
+        reference = rouge_scorer.RougeScorer([kind], tokenizer=UnicodeTokenizer())
+        expected = [reference.score(r, h)[kind].fmeasure for h, r in zip(hyps, refs)]
+        assert stats == pytest.approx(expected, abs=1e-12), kind
+        assert ours == pytest.approx(sum(expected) / len(expected), abs=1e-12), kind
+        assert 0.5 < ours < 1.0, kind  # perturbed copies of the references: similar, not equal
         assert metric.signature()["tokenizer"] == "unicode"
         assert "tok:unicode" in metric.signature()["signature"]
         _, same, identical = value(kind, refs, refs, language="zh")
