@@ -7,7 +7,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,15 @@ def safe_join(base: Path, relative: str | os.PathLike) -> Path:
     if target is None:
         raise HarnessError(f"refusing to write {relative!s}: the path leaves {base}")
     return target
+
+
+def json_lines(lines: Iterable[str], where: object) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a JSON-lines text; a line that is not JSON
+    is a one-line error naming `where` (the file) and the line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise HarnessError(f"{where}, line {number}: not valid JSON ({err.msg})") from None

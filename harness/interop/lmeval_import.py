@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.storage import json_lines
 from harness.results import SCHEMA_VERSION, atomic_write_text
 
 Z95 = 1.959963984540054
@@ -59,13 +60,7 @@ def _convert_samples(path: Path, metrics: dict[str, Any]) -> list[dict[str, Any]
     `metric` (filter none) or `metric,filter`. Per-sample statistics are kept for pairing only
     where every one is a number (lm-eval's corpus metrics log (reference, prediction) pairs)."""
     by_doc: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            s = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HarnessError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+    for _, s in json_lines(path.read_text(encoding="utf-8").splitlines(), path):
         args = s.get("arguments") or {}
         first = args.get("gen_args_0", {}) if isinstance(args, dict) else (args[0] if args else {})
         prompt = first.get("arg_0", "") if isinstance(first, dict) else (first[0] if first else "")

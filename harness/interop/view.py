@@ -5,12 +5,12 @@ All dict access to our results and samples files is here, behind `read_run` and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.storage import json_lines
 from harness.results import load_results
 
 
@@ -112,13 +112,7 @@ def _name_filter(key: str, record: dict[str, Any]) -> tuple[str, str | None]:
 def read_samples(path: Path) -> list[SampleView]:
     """The per-sample records of one task (a samples JSONL file written by `harness run`)."""
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HarnessError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+    for _, r in json_lines(path.read_text(encoding="utf-8").splitlines(), path):
         out.append(SampleView(str(r.get("doc_id")), r.get("prompt", ""), r.get("target"), r.get("output"),
                               r.get("responses"), r.get("choices"), dict(r.get("scores") or {})))
     return out

@@ -11,13 +11,13 @@ object per line; the reference field may be a string or a list of strings, and w
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.storage import json_lines
 from harness.metrics.base import Metric, Sample, get_metric, metric_names
 from harness.metrics.inputs import check_texts
 from harness.metrics.stats import MetricValue, summarize
@@ -138,13 +138,7 @@ def read_column(path: str, field: str) -> _Column:
             [None] * len(lines),
         )
     texts, labels, records = [], [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HarnessError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+    for number, record in json_lines(lines, path):
         if not isinstance(record, dict):
             raise HarnessError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
         if field not in record:
