@@ -22,7 +22,8 @@ from harness.models.base import LanguageModel
 from harness.redact import redact, redact_value
 from harness.registry import TaskRegistry
 from harness.preflight import check_model_specs, reserve_run
-from harness.results import (GroupMetric, GroupResult, MetricResult, ModelEvaluation, ModelRecord, RunResults,
+from harness.groups import MemberScores, lmeval_group_scores, pooled_group_scores
+from harness.results import (GroupResult, MetricResult, ModelEvaluation, ModelRecord, RunResults,
                              TaskResult, environment, write_jsonl)
 from harness.storage import slug
 from harness.task import Task
@@ -148,8 +149,11 @@ def evaluate(
                 redact_value({**model.info.to_dict(), "fingerprint": model.fingerprint})))
             results.evaluations.append(entry)
             results.environment = environment()
+            member_scores: dict[str, MemberScores] = {}
             for task in selected:
                 record, samples = run_task(model, task, cache=cache, options=options)
+                member_scores[task.name] = MemberScores({m.name: m for m in task.metrics},
+                                                        {m.name: [row["stats"][m.name] for row in samples] for m in task.metrics})
                 if folder:
                     record.samples_file = folder.samples_file(model.info.spec, task.name)
                     write_jsonl(folder.root / record.samples_file, samples)
@@ -159,7 +163,9 @@ def evaluate(
                 if on_task_done:
                     on_task_done(model.info.spec, task.name, record)
                 suite.task_done(f"{model.info.spec} | {task.name}")
-            entry.groups = group_aggregates(entry.tasks, groups, plans)
+            entry.groups, group_notes = group_aggregates(entry.tasks, groups, plans, member_scores, options)
+            if group_notes:
+                entry.other["group_notes"] = group_notes
             # counters kept while running (api: retries)
             entry.model = ModelRecord.from_dict({**entry.model.to_dict(), **redact_value(model.info.to_dict())})
             if loaded:
@@ -192,34 +198,26 @@ def _describe(err: BaseException) -> str:
     return text if isinstance(err, HarnessError) else f"{type(err).__name__}: {text}".rstrip(": ")
 
 
-def group_aggregates(tasks: dict[str, TaskResult], groups: dict[str, list[str]],
-                     plans: dict[str, Any] | None = None) -> dict[str, GroupResult]:
-    """Per group (or tag) whose members all ran: a group file's aggregate_metric_list as
-    lm-evaluation-harness computes it (harness.groups); otherwise each metric shared by two or
-    more members, averaged over the members weighted by their sample counts, members named."""
-    from harness.groups import group_scores
-
+def group_aggregates(tasks: dict[str, TaskResult], groups: dict[str, list[str]], plans: dict[str, Any] | None = None,
+                     scores: dict[str, MemberScores] | None = None, options: RunOptions | None = None,
+                     ) -> tuple[dict[str, GroupResult], dict[str, dict[str, str]]]:
+    """Per group (or tag) whose members ran: a group file's aggregate_metric_list as
+    lm-evaluation-harness computes it; otherwise each metric that alike members share, computed
+    over their pooled documents (harness.groups). Also {group: {metric: why no value}}."""
+    options = options or RunOptions()
     out: dict[str, GroupResult] = {}
+    notes: dict[str, dict[str, str]] = {}
     for name, members in sorted(groups.items()):
         if plans and name in plans and plans[name].aggregate:
-            scores = group_scores(name, plans, {k: t.to_dict() for k, t in tasks.items()})
-            if scores:
-                out[name] = GroupResult.from_dict(name, scores)
-            continue
-        metrics: dict[str, GroupMetric] = {}
-        keys = {k for t in members for k in tasks[t].metrics}
-        for key in sorted(keys):
-            have = [t for t in members if (m := tasks[t].metrics.get(key)) is not None and m.value is not None]
-            if len(have) < 2:
-                continue
-            found = [tasks[t].metrics[key] for t in have]
-            weights = [m.n for m in found]
-            value = sum(m.value * w for m, w in zip(found, weights)) / sum(weights)
-            metrics[key] = GroupMetric(found[0].name, value, n=sum(weights), higher_is_better=found[0].higher_is_better,
-                                       filter=found[0].filter, tasks=have)
+            metrics = lmeval_group_scores(name, plans, tasks)
+        else:
+            seed = options.seed if options.seed is not None else 1234
+            metrics, skipped = pooled_group_scores(members, tasks, scores or {}, n_boot=options.n_boot, seed=seed)
+            if skipped:
+                notes[name] = skipped
         if metrics:
             out[name] = GroupResult(name, metrics)
-    return out
+    return out, notes
 
 
 def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOptions) -> tuple[TaskResult, list[dict]]:  # noqa: ANN001

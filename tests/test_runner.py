@@ -86,24 +86,6 @@ def test_results_file_and_samples(task, tmp_path, monkeypatch):
     assert acc["value"] == pytest.approx(expected / 5)
 
 
-def test_group_aggregates_weight_by_documents():
-    from harness.runner import group_aggregates
-
-    from harness.results import MetricResult, TaskResult
-
-    def task(name, value, n, metric="acc"):
-        return TaskResult(name, {metric: MetricResult(metric, value, n=n)})
-
-    tasks = {"a": task("a", 0.5, 10), "b": task("b", 1.0, 30), "c": task("c", 3.0, 5, "bleu")}
-    out = group_aggregates(tasks, {"g": ["a", "b", "c"], "solo": ["c"]})
-    assert list(out) == ["g"] and list(out["g"].metrics) == ["acc"]
-    acc = out["g"].metrics["acc"]
-    assert acc.value == pytest.approx(0.875) and acc.tasks == ["a", "b"] and acc.n == 40 and acc.higher_is_better
-    assert out["g"].to_dict() == {"acc": {"name": "acc", "filter": None, "value": pytest.approx(0.875), "stderr": None,
-                                          "ci_low": None, "ci_high": None, "n": 40, "higher_is_better": True,
-                                          "signature": {}, "tasks": ["a", "b"]}}
-
-
 def test_evaluate_takes_a_loaded_model_and_leaves_it_open(tmp_path):
     """As lm-evaluation-harness's simple_evaluate: a LanguageModel object instead of a spec."""
     import harness

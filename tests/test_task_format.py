@@ -197,12 +197,12 @@ def test_group_scores_follow_aggregate_metric_list(tmp_path):
 
     record = lambda v, n: TaskResult.from_dict("t", {"metrics": {"acc": {"value": v, "n": n}}})  # noqa: E731
     tasks = {"x1": record(0.2, 10), "x2": record(0.4, 30), "y1": record(1.0, 10), "y2": record(0.0, 90)}
-    out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
+    out, _ = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
     assert out["inner"].metrics["acc"].value == pytest.approx(0.5)  # mean of 1.0 and 0.0
     assert out["outer"].metrics["acc"].value == pytest.approx((0.2 + 0.4 + 1.0 + 0.0) / 4)
     files["g_outer.yaml"] = files["g_outer.yaml"].replace("weight_by_size: false", "weight_by_size: true")
     registry = TaskRegistry([str(folder(tmp_path, files))])
-    out = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
+    out, _ = group_aggregates(tasks, registry.groups_of(names), registry.group_plans(names))
     assert out["outer"].metrics["acc"].value == pytest.approx((0.2 * 10 + 0.4 * 30 + 1.0 * 10 + 0.0 * 90) / 140)
 
 

@@ -52,10 +52,16 @@ def results_table(results: RunResults) -> str:
         for group in evaluation.groups.values():
             for m in group.metrics.values():
                 arrow = "↑" if m.higher_is_better else "↓"
+                ci = f"[{format_number(m.ci_low)}, {format_number(m.ci_high)}]" if m.ci_low is not None else "—"
                 groups.append([evaluation.model.label, group.name, f"{m.key} {arrow}",
-                               format_number(m.value), str(len(m.tasks)), str(m.n)])
+                               format_number(m.value), ci, str(len(m.tasks)), str(m.n)])
     if groups:
-        table += "\n\ngroups (means over member tasks, weighted by documents)\n"
-        table += text_table(["model", "group", "metric", "value", "tasks", "n"], groups, "lllrrr")
+        table += "\n\ngroups (alike member tasks pooled; a group file's aggregate_metric_list as lm-eval computes it)\n"
+        table += text_table(["model", "group", "metric", "value", "95% CI", "tasks", "n"], groups, "lllrrrr")
+    skipped = sorted({f"{group}: {metric}" for e in results.evaluations
+                      for group, metrics in (e.other.get("group_notes") or {}).items() for metric in metrics})
+    if skipped:
+        table += ("\n\nno group value (members measure it differently; see group_notes in the results file): "
+                  + ", ".join(skipped))
     note = results.status_note()
     return f"{note}\n\n{table}" if note else table
