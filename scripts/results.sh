@@ -3,6 +3,8 @@
 # models (hf backend; SmolLM2 on the scratch decoder too), speed and memory, the leaderboard in
 # markdown and HTML, the report, and the plots. About 30 minutes on a 2-core CPU.
 #   bash scripts/results.sh            # everything
+#   bash scripts/results.sh runs       # only the evaluations (results/runs)
+#   bash scripts/results.sh bench      # only the speed and memory figures (results/bench; idle machine)
 #   bash scripts/results.sh reports    # only the tables and plots, from the runs already there
 # Reference results are computed, not replayed: every run skips the response cache (--no-cache),
 # and the script runs only from a clean git tree (outside results/), so each results file's
@@ -23,15 +25,19 @@ bash scripts/setup.sh --test  # gemma3-270m, llama.cpp and matplotlib too
 export HF_HUB_OFFLINE=1
 h=.venv/bin/harness
 out=results
-if [ "${1:-all}" != reports ]; then
-  rm -rf "$out/runs" "$out/bench"
+stage="${1:-all}"
+case "$stage" in all|runs|bench|reports) ;; *) echo "error: unknown stage '$stage' (all, runs, bench or reports)" >&2; exit 2;; esac
+if [ "$stage" = all ] || [ "$stage" = runs ]; then
+  rm -rf "$out/runs"
   $h run --no-cache --model smollm2-135m --model gemma3-270m --tasks core --output "$out/runs"
   $h run --no-cache --model scratch:smollm2-135m --tasks core --output "$out/runs"
-  if $h bench --help >/dev/null 2>&1; then
-    $h bench --model hf:smollm2-135m --model scratch:smollm2-135m --model llamacpp:smollm2-135m \
-      --model hf:gemma3-270m --output "$out/bench"
-  fi
 fi
+if [ "$stage" = all ] || [ "$stage" = bench ]; then
+  rm -rf "$out/bench"
+  $h bench --model hf:smollm2-135m --model scratch:smollm2-135m --model llamacpp:smollm2-135m \
+    --model hf:gemma3-270m --output "$out/bench"
+fi
+if [ "$stage" = runs ] || [ "$stage" = bench ]; then exit 0; fi
 inputs=("$out"/runs/*.json)
 [ -d "$out/bench" ] && inputs+=("$out"/bench/*.json)
 $h leaderboard "${inputs[@]}" -o "$out/leaderboard.md"
