@@ -11,7 +11,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
-from harness.models.scratch.generate import Sampling, generate_tokens, make_decode_step
+from harness.models.scratch.generate import Job, Sampling, generate_continuous, generate_tokens, make_decode_step
 from harness.models.scratch.model import Transformer
 from harness.models.scratch.packing import apply_kernels, choose_kernels, cpu_features, requested_kernels
 from harness.models.scratch.weights import load_gguf, load_hf_dir
@@ -64,7 +64,7 @@ class ScratchLanguageModel(TorchLM):
     backend = "scratch"
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile", "kernels"})
     code_modules = ("harness.models.torch_lm", "harness.models.scratch")
-    seeds_per_row = True  # generate_tokens draws each row from a generator seeded by its request
+    seeds_per_row = True  # each request samples from a generator seeded by its own seed
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
                  max_length: int | None = None, compile: bool = False, kernels: str | None = None):
@@ -158,25 +158,52 @@ class ScratchLanguageModel(TorchLM):
         with torch.inference_mode():
             return self.model.head(self.model(ids, torch.arange(len(tokens), device=self.device)))[0]  # [T, V]
 
+    def _sampling(self, req: GenerateRequest) -> Sampling:
+        return Sampling(greedy=req.greedy, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                        repetition_penalty=req.repetition_penalty, seed=req.seed)
+
+    def _eos_ids(self) -> list[int]:
+        return sorted({*self.config.eos_token_ids, self.tokenizer.eos_token_id} - {None})
+
+    def _stopper(self, until: Callable[[int], Sequence[str]]) -> Callable[[int, list[int]], bool]:
+        """should_stop for generate_continuous: job i stops once its text holds one of until(i)."""
+        def should_stop(job: int, tokens: list[int]) -> bool:
+            stops = until(job)
+            if not stops:
+                return False
+            # the tail is enough: a stop sequence spans only a few tokens
+            text = self.tokenizer.decode(tokens[-32:], skip_special_tokens=True)
+            return any(stop and stop in text for stop in stops)
+
+        return should_stop
+
+    def generate(self, requests: Sequence[GenerateRequest],
+                 on_answer: Callable[[int, str], None] | None = None) -> list[str]:
+        """All requests through one continuous batch of `batch_size` cache slots, whatever their
+        settings (each keeps its own stop sequences, budget, sampling and seed); a finished row's
+        slot takes the next prompt at once. on_answer(i, text) is told as each request finishes."""
+        prompts = self.prompt_tokens(requests)
+        jobs = [Job(p, r.max_gen_toks, self._sampling(r), r.seed) for p, r in zip(prompts, requests)]
+
+        def text(i: int, tokens: list[int]) -> str:
+            return cut_at_stop(self.tok_decode([tokens])[0], requests[i].until)
+
+        on_done = None if on_answer is None else (lambda i, tokens: on_answer(i, text(i, tokens)))
+        generated = generate_continuous(
+            self.model, jobs, self.batch_size, eos_ids=self._eos_ids(), pad_id=self.pad_token_id,
+            should_stop=self._stopper(lambda i: requests[i].until), decode_step=self._decode_step, on_done=on_done,
+        )
+        return [text(i, tokens) for i, tokens in enumerate(generated)]
+
     def generate_ids(self, prompts: Sequence[list[int]], req: GenerateRequest,
                      seeds: Sequence[int] | None = None) -> list[list[int]]:
-        """Token ids of the continuations of token prompts (EOS and everything after it dropped);
-        sampled row i draws from a generator seeded by seeds[i] (default: req.seed)."""
-        sampling = Sampling(
-            greedy=req.greedy, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-            repetition_penalty=req.repetition_penalty, seed=req.seed,
-        )
-        should_stop = None
-        if req.until:
-            def should_stop(_row: int, tokens: list[int]) -> bool:
-                # the tail is enough: a stop sequence spans only a few tokens
-                text = self.tokenizer.decode(tokens[-32:], skip_special_tokens=True)
-                return any(stop and stop in text for stop in req.until)
-
-        eos = {*self.config.eos_token_ids, self.tokenizer.eos_token_id} - {None}
+        """Token ids of the continuations of token prompts with one request's settings (EOS and
+        everything after it dropped); sampled row i draws from a generator seeded by seeds[i]
+        (default: req.seed)."""
         return generate_tokens(
-            self.model, prompts, req.max_gen_toks, sampling=sampling, eos_ids=sorted(eos),
-            pad_id=self.pad_token_id, should_stop=should_stop, decode_step=self._decode_step, seeds=seeds,
+            self.model, prompts, req.max_gen_toks, sampling=self._sampling(req), eos_ids=self._eos_ids(),
+            pad_id=self.pad_token_id, should_stop=self._stopper(lambda _: req.until),
+            decode_step=self._decode_step, seeds=seeds, slots=self.batch_size,
         )
 
     def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:

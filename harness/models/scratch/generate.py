@@ -1,4 +1,11 @@
-"""Batched generation with a static KV cache: left-padded prompts, per-row positions, sampling.
+"""Generation by continuous batching over a fixed number of KV-cache slots, and sampling.
+
+Every cache row ("slot") holds one request from position 0 (no padding), at its own length.
+Requests wait in a queue, longest prompt first (as lm-evaluation-harness sorts them); when a row
+finishes (EOS, a stop sequence, its token budget) its slot is refilled at once with the next
+request, whose prompt is prefilled into that slot between two decode steps, so one long answer
+never holds back a batch of short ones. Each request samples from its own generator, seeded by
+its own seed, so its text does not depend on which batch, slot or company it lands in.
 
 The sampling steps follow transformers' logits processors in their order (repetition penalty,
 then temperature, top-k, top-p), so greedy output matches `model.generate` token for token.
@@ -6,6 +13,7 @@ then temperature, top-k, top-p), so greedy output matches `model.generate` token
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,7 +65,152 @@ def next_tokens(logits: Tensor, s: Sampling, seen: Tensor | None, generators: li
     return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
 
 
+@dataclass(frozen=True)
+class Job:
+    """One prompt to continue: its tokens, its budget of new tokens, its sampling and its seed
+    (None: sampling.seed)."""
+
+    prompt: Sequence[int]
+    max_new_tokens: int
+    sampling: Sampling = Sampling()
+    seed: int | None = None
+
+
+@dataclass
+class _Slot:
+    """A cache row and the request it is serving."""
+
+    job: int  # index into the jobs
+    length: int  # tokens in the cache (the position of the next token fed)
+    out: list[int]
+    picks: int = 0  # tokens chosen so far (EOS included)
+    generator: torch.Generator | None = None
+
+
 @torch.inference_mode()
+def generate_continuous(
+    model: Transformer,
+    jobs: Sequence[Job],
+    slots: int,
+    *,
+    eos_ids: Sequence[int] = (),
+    pad_id: int = 0,
+    should_stop: Callable[[int, list[int]], bool] | None = None,
+    decode_step: Callable | None = None,
+    on_done: Callable[[int, list[int]], None] | None = None,
+) -> list[list[int]]:
+    """Continue every job's prompt, `slots` rows at a time; returns the new tokens per job in the
+    jobs' order. A job stops at an EOS token (not returned), after max_new_tokens tokens, or when
+    should_stop(job, tokens) says so; on_done(job, tokens) is told as each job finishes."""
+    out: list[list[int]] = [[] for _ in jobs]
+    waiting = deque(i for i in sorted(range(len(jobs)), key=lambda i: -len(jobs[i].prompt))
+                    if jobs[i].max_new_tokens >= 1)
+    for i, job in enumerate(jobs):
+        if job.max_new_tokens < 1 and on_done is not None:
+            on_done(i, [])
+    if not waiting:
+        return out
+    device = model.inv_freq.device
+    B = min(slots, len(waiting))
+    S = max(len(jobs[i].prompt) + jobs[i].max_new_tokens for i in waiting)
+    if decode_step is not None:  # a few cache sizes, so the compiled step is reused
+        S = -(-S // 256) * 256
+    penalized = any(jobs[i].sampling.repetition_penalty != 1.0 for i in waiting)
+    eos = set(eos_ids)
+    rows: list[_Slot | None] = [None] * B
+    model.setup_cache(B, S)
+    try:
+        logits = None  # [B, V]: next-token logits of every busy row
+        seen = None  # [B, V]: tokens each row has seen (for the repetition penalty)
+        while True:
+            free = [r for r in range(B) if rows[r] is None]
+            admitted = []
+            for r in free:
+                if not waiting:
+                    break
+                i = waiting.popleft()
+                job = jobs[i]
+                generator = None
+                if not job.sampling.greedy:
+                    seed = job.sampling.seed if job.seed is None else job.seed
+                    generator = torch.Generator(device=device).manual_seed(int(seed))
+                rows[r] = _Slot(i, len(job.prompt), out[i], generator=generator)
+                admitted.append(r)
+            if admitted:
+                fresh = _prefill(model, [jobs[rows[r].job].prompt for r in admitted], admitted, pad_id)  # [b, V]
+                if logits is None:
+                    logits = fresh.new_zeros(B, fresh.shape[-1])
+                index = torch.tensor(admitted, device=device)
+                logits = logits.index_copy(0, index, fresh)  # a copy: a compiled step's output is its buffer
+                if penalized:
+                    if seen is None:
+                        seen = torch.zeros(B, fresh.shape[-1], dtype=torch.bool, device=device)
+                    seen[index] = False
+                    for r in admitted:
+                        seen[r, list(jobs[rows[r].job].prompt)] = True
+            busy = [r for r in range(B) if rows[r] is not None]
+            if not busy:
+                return out
+            chosen = _pick(logits, busy, [jobs[rows[r].job].sampling for r in busy], seen,
+                           [rows[r].generator for r in busy])
+            feed = torch.full((B, 1), pad_id, dtype=torch.long)  # [B, 1]: rows that continue get their token
+            positions = torch.zeros((B, 1), dtype=torch.long)  # the others rewrite slot 0 of a free row
+            for r, token in zip(busy, chosen):
+                row = rows[r]
+                row.picks += 1
+                finished = token in eos
+                if not finished:
+                    row.out.append(token)
+                    finished = (row.picks >= jobs[row.job].max_new_tokens
+                                or (should_stop is not None and should_stop(row.job, row.out)))
+                if finished:
+                    rows[r] = None
+                    if on_done is not None:
+                        on_done(row.job, row.out)
+                    continue
+                if seen is not None:
+                    seen[r, token] = True
+                feed[r, 0], positions[r, 0] = token, row.length
+                row.length += 1
+            if all(row is None for row in rows) and not waiting:
+                return out
+            feed, positions = feed.to(device), positions.to(device)
+            if decode_step is not None:  # compiled: static shapes over the whole cache
+                logits = decode_step(feed, positions)
+            else:
+                logits = model.head(model.forward_rows(feed, positions)[:, -1]).float()
+    finally:
+        model.clear_cache()
+
+
+def _prefill(model: Transformer, prompts: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int) -> Tensor:
+    """Write the prompts into cache rows `rows` from slot 0 (right-padded: a padding key lies past
+    its row's length, where the mask hides it until a decode step overwrites it); returns the
+    logits after each prompt's last token [b, V]."""
+    device = model.inv_freq.device
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # [b, W]
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+    positions = torch.arange(width, device=device).expand(len(prompts), width)  # [b, W]
+    hidden = model.forward_rows(tokens.to(device), positions, torch.tensor(list(rows), device=device))
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+    return model.head(hidden[torch.arange(len(prompts), device=device), last]).float()
+
+
+def _pick(logits: Tensor, busy: list[int], samplings: list[Sampling], seen: Tensor | None,
+          generators: list[torch.Generator | None]) -> list[int]:
+    """The next token of each busy row: one argmax over the plain greedy rows, and each other row
+    (repetition penalty, sampling) through next_tokens with its own settings and generator."""
+    plain = [r for r, s in zip(busy, samplings) if s.greedy and s.repetition_penalty == 1.0]
+    picked = dict(zip(plain, logits[plain].argmax(-1).tolist())) if plain else {}
+    for r, s, g in zip(busy, samplings, generators):
+        if r not in picked:
+            row_seen = None if seen is None else seen[r : r + 1]
+            picked[r] = int(next_tokens(logits[r : r + 1], s, row_seen, [g])[0])
+    return [picked[r] for r in busy]
+
+
 def generate_tokens(
     model: Transformer,
     prompts: Sequence[Sequence[int]],
@@ -69,62 +222,15 @@ def generate_tokens(
     should_stop: Callable[[int, list[int]], bool] | None = None,
     decode_step: Callable | None = None,
     seeds: Sequence[int] | None = None,
+    slots: int | None = None,
 ) -> list[list[int]]:
-    """Continue each prompt by up to max_new_tokens tokens; a row stops at an EOS token (not
-    returned) or when should_stop(row, tokens) says so. One prefill pass over the left-padded batch,
-    then one pass per new token over a static cache of prompt width + max_new_tokens slots.
-    Sampled rows draw from their own generator, seeded by `seeds[row]` (default: sampling.seed),
-    so a row's text does not depend on the other rows of the batch."""
-    if max_new_tokens < 1 or not prompts:
-        return [[] for _ in prompts]
-    device = model.inv_freq.device
-    B, W = len(prompts), max(len(p) for p in prompts)
-    S = W + max_new_tokens
-    if decode_step is not None:  # a few cache sizes, so the compiled step is reused
-        S = -(-S // 256) * 256
-    tokens = torch.full((B, W), pad_id, dtype=torch.long)  # [B, W], left-padded
-    for i, p in enumerate(prompts):
-        tokens[i, W - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-    tokens = tokens.to(device)
-    slot_ids = torch.arange(S, device=device)
-    model.setup_cache(B, S, pad=torch.tensor([W - len(p) for p in prompts]))
-    try:
-        logits = model.head(model(tokens, slot_ids[:W])[:, -1]).float()  # [B, V]
-        seen = None
-        if sampling.repetition_penalty != 1.0:
-            seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=device)  # [B, V]
-            for i, p in enumerate(prompts):
-                seen[i, list(p)] = True
-        generators = None
-        if not sampling.greedy:
-            row_seeds = list(seeds) if seeds is not None else [sampling.seed] * B
-            generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in row_seeds]
-        out: list[list[int]] = [[] for _ in range(B)]
-        done = [False] * B
-        eos = set(eos_ids)
-        for step in range(max_new_tokens):
-            chosen = next_tokens(logits, sampling, seen, generators)  # [B]
-            for i, token in enumerate(chosen.tolist()):
-                if done[i]:
-                    continue
-                if token in eos:
-                    done[i] = True
-                    continue
-                out[i].append(token)
-                if should_stop is not None and should_stop(i, out[i]):
-                    done[i] = True
-            if all(done) or step == max_new_tokens - 1:
-                break
-            if seen is not None:
-                seen.scatter_(1, chosen[:, None], True)
-            slot = slot_ids[W + step : W + step + 1]  # [1]
-            if decode_step is not None:  # compiled: static shapes over the whole cache
-                logits = decode_step(chosen[:, None], slot)
-            else:
-                logits = model.head(model(chosen[:, None], slot)[:, -1]).float()
-        return out
-    finally:
-        model.clear_cache()
+    """Continue each prompt by up to max_new_tokens tokens with the same settings; a row stops at
+    an EOS token (not returned) or when should_stop(row, tokens) says so. `slots` cache rows (default:
+    one per prompt) by generate_continuous. Sampled row i draws from its own generator, seeded by
+    `seeds[i]` (default: sampling.seed), so its text does not depend on the other rows."""
+    jobs = [Job(p, max_new_tokens, sampling, None if seeds is None else seeds[i]) for i, p in enumerate(prompts)]
+    return generate_continuous(model, jobs, slots or max(1, len(prompts)), eos_ids=eos_ids, pad_id=pad_id,
+                               should_stop=should_stop, decode_step=decode_step)
 
 
 def make_decode_step(model: Transformer, compile: bool) -> Callable | None:
@@ -132,8 +238,8 @@ def make_decode_step(model: Transformer, compile: bool) -> Callable | None:
     if not compile:
         return None
 
-    def step(token: Tensor, slot: Tensor) -> Tensor:
-        return model.head(model(token, slot)[:, -1]).float()
+    def step(tokens: Tensor, positions: Tensor) -> Tensor:  # [B, 1] each: one token per cache row
+        return model.head(model.forward_rows(tokens, positions)[:, -1]).float()
 
     mode = "reduce-overhead" if model.inv_freq.device.type == "cuda" else None
     return torch.compile(step, mode=mode, fullgraph=True, dynamic=False)

@@ -91,6 +91,20 @@ class KVCache(nn.Module):
         self.v.index_copy_(2, slots, v)
         return self.k, self.v
 
+    def update_rows(self, rows: Tensor | None, positions: Tensor, k: Tensor, v: Tensor,
+                    kv_len: int | None) -> tuple[Tensor, Tensor]:
+        """Continuous batching: k, v [b, K, T, D] of cache rows `rows` [b] (every row if None), each
+        row at its own positions [b, T]; returns those rows' keys and values [b, K, S or kv_len, D]."""
+        index = torch.arange(self.k.shape[0], device=k.device) if rows is None else rows
+        self.k[index[:, None], :, positions] = k.transpose(1, 2)  # [b, T, K, D] by advanced indexing
+        self.v[index[:, None], :, positions] = v.transpose(1, 2)
+        keys, values = self.k, self.v
+        if kv_len is not None:
+            keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]
+        if rows is None:
+            return keys, values
+        return keys[rows], values[rows]
+
 
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
@@ -106,9 +120,11 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, slots: Tensor | None, mask: Tensor | None,
-                kv_len: int | None) -> Tensor:
+                kv_len: int | None, rows: Tensor | None = None) -> Tensor:
         """x [B, T, dim]; cos, sin [B, T, 1, D]; with a cache, `slots` [T] are the slots written,
-        `mask` [B, 1, T, S] the keys each query sees and `kv_len` the filled slots (eager only)."""
+        `mask` [B, 1, T, S] the keys each query sees and `kv_len` the filled slots (eager only).
+        Continuous batching (Transformer.forward_rows) passes `slots` [B, T], each row's own
+        positions, and `rows` [B], the cache rows of the batch (None: all of them)."""
         B, T, _ = x.shape
         H, K, D = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.wqkv(x)  # [B, T, (H + 2K) D]
@@ -122,7 +138,10 @@ class Attention(nn.Module):
         if self.cache is not None:
             if mask is None:
                 raise ValueError("a forward pass through the KV cache needs a mask (Transformer builds it)")
-            k, v = self.cache.update(slots, k, v)  # [B, K, S, D]
+            if slots.dim() == 2:
+                k, v = self.cache.update_rows(rows, slots, k, v, kv_len)  # [B, K, kv_len or S, D]
+            else:
+                k, v = self.cache.update(slots, k, v)  # [B, K, S, D]
             if kv_len is not None:  # eager: attend over the filled part of the cache only
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         if self.window is not None:
@@ -136,8 +155,10 @@ class Attention(nn.Module):
     def _window_mask(self, mask: Tensor | None, slots: Tensor | None, T: int, S: int, device) -> Tensor:
         """Restrict a (causal, padding) mask to the last `window` keys of each query."""
         q_slots = slots if slots is not None else torch.arange(T, device=device)
-        distance = q_slots[:, None] - torch.arange(S, device=device)[None, :]  # [T, S]
+        distance = q_slots[..., None] - torch.arange(S, device=device)  # [T, S] (or [B, T, S])
         near = (distance >= 0) & (distance < self.window)
+        if near.dim() == 3:  # per-row positions [B, T] (continuous batching): [B, 1, T, S]
+            near = near[:, None]
         return near if mask is None else mask & near
 
 
@@ -166,8 +187,8 @@ class Block(nn.Module):
         self.post_attention_norm = RMSNorm(config.dim, eps, offset) if config.post_norms else None
         self.post_ffn_norm = RMSNorm(config.dim, eps, offset) if config.post_norms else None
 
-    def forward(self, x, cos, sin, slots, mask, kv_len) -> Tensor:
-        h = self.attention(self.attention_norm(x), cos, sin, slots, mask, kv_len)
+    def forward(self, x, cos, sin, slots, mask, kv_len, rows=None) -> Tensor:
+        h = self.attention(self.attention_norm(x), cos, sin, slots, mask, kv_len, rows)
         if self.post_attention_norm is not None:
             h = self.post_attention_norm(h)
         x = x + h
@@ -227,6 +248,26 @@ class Transformer(nn.Module):
         sin = self.rope_sin[positions].to(x.dtype)[:, :, None]
         for layer in self.layers:
             x = layer(x, cos, sin, slots, mask, kv_len)
+        return self.norm(x)
+
+    def forward_rows(self, tokens: Tensor, positions: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Continuous batching over a cache from setup_cache (no padding): tokens [b, T] of cache
+        rows `rows` [b] (all rows if None), each row at its own positions [b, T], which are also its
+        cache slots; a query sees its row's slots up to its own position. -> hidden [b, T, dim].
+        A row's slots past its position may hold another request's keys: the mask hides them."""
+        x = self.tok_embeddings(tokens)  # [b, T, dim]
+        if self.config.embedding_scale != 1.0:
+            x = x * torch.tensor(self.config.embedding_scale, dtype=x.dtype)
+        S = self.causal.shape[0]
+        mask = (torch.arange(S, device=tokens.device) <= positions[..., None])[:, None]  # [b, 1, T, S]
+        kv_len = None
+        if not torch.compiler.is_compiling():  # eager: only the slots in use (compiled: all S)
+            kv_len = int(positions.max()) + 1
+            mask = mask[..., :kv_len]
+        cos = self.rope_cos[positions].to(x.dtype)[:, :, None]  # [b, T, 1, D]
+        sin = self.rope_sin[positions].to(x.dtype)[:, :, None]
+        for layer in self.layers:
+            x = layer(x, cos, sin, positions, mask, kv_len, rows)
         return self.norm(x)
 
     def head(self, hidden: Tensor) -> Tensor:
