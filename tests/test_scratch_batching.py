@@ -145,15 +145,15 @@ QUESTIONS = ["What is the capital of France?", "Name three primary colours.", "H
 
 @pytest.mark.slow
 def test_smollm2_continuous_greedy_equals_one_at_a_time(smollm2):
-    """9 chat and plain prompts (3 to about 40 tokens), budgets of 6 to 40 tokens, stop strings,
+    """9 chat and plain prompts (14 to about 40 tokens), budgets of 6 to 24 tokens, stop strings,
     through 4 slots: the same texts as each request alone, and for two of them the same tokens as
     greedy recomputation without a KV cache."""
     chats = [smollm2.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
     plain = "The old lighthouse keeper climbed the spiral stairs every evening at dusk"
-    budgets = [24, 6, 40, 12, 8, 30, 16, 10]
+    budgets = [16, 6, 24, 12, 8, 20, 12, 10]
     until = [("\n",), (), (".",), ("\n",), (), (",", "\n"), (), ("!",)]
     requests = [GenerateRequest(prompt=c, max_gen_toks=n, until=u) for c, n, u in zip(chats, budgets, until)]
-    requests.append(GenerateRequest(prompt=plain, max_gen_toks=20))
+    requests.append(GenerateRequest(prompt=plain, max_gen_toks=16))
     batched = smollm2.generate(requests)
     smollm2.batch_size = 1
     try:
@@ -161,7 +161,7 @@ def test_smollm2_continuous_greedy_equals_one_at_a_time(smollm2):
     finally:
         smollm2.batch_size = 4
     assert batched == alone
-    assert sum(len(t) for t in batched) > 200  # real answers, not early stops
+    assert sum(len(t) for t in batched) > 150  # real answers, not early stops
     eos = tuple(smollm2._eos_ids())
     for r in (requests[2], requests[-1]):
         prompt = smollm2.encode_context(r.prompt)
@@ -171,9 +171,9 @@ def test_smollm2_continuous_greedy_equals_one_at_a_time(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_sampled_texts_do_not_depend_on_batch_size_or_company(smollm2):
-    kwargs = {"max_gen_toks": 24, "do_sample": True, "temperature": 0.9, "top_p": 0.95}
+    kwargs = {"max_gen_toks": 12, "do_sample": True, "temperature": 0.9, "top_p": 0.95}
     requests = [GenerateRequest(prompt=smollm2.apply_chat_template([{"role": "user", "content": q}]), seed=40 + i, **kwargs)
-                for i, q in enumerate(QUESTIONS[:6])]
+                for i, q in enumerate(QUESTIONS[:5])]
     four = smollm2.generate(requests)
     smollm2.batch_size = 1
     try:

@@ -65,6 +65,7 @@ class HFLanguageModel(TorchLM):
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "trust_remote_code", "revision"})
     code_modules = ("harness.models.torch_lm", "harness.models.hf")
     devices = ("cpu", "cuda", "mps")
+    seeds_per_row = True  # sampled rows draw from their own generators (RowSampler)
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
                  max_length: int | None = None, trust_remote_code: bool = False, revision: str | None = None):
@@ -139,14 +140,17 @@ class HFLanguageModel(TorchLM):
 
     @torch.inference_mode()
     def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
-        req = requests[0]  # one group's settings; sampled requests come one at a time (global RNG)
+        req = requests[0]  # one group's settings (all but the seed)
         ids, mask = self._left_padded(prompts)
-        kwargs = {"max_new_tokens": req.max_gen_toks, "pad_token_id": self.pad_token_id, "do_sample": not req.greedy}
+        kwargs = {"max_new_tokens": req.max_gen_toks, "pad_token_id": self.pad_token_id, "do_sample": False,
+                  "temperature": None, "top_p": None, "top_k": None}
         if not req.greedy:
-            kwargs.update(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k or None)
-            torch.manual_seed(req.seed)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+            # Greedy search over logits that a per-row sampler has reduced to the token it drew:
+            # each row samples from its own generator, so batched sampling is reproducible and
+            # independent of the batch (transformers' own sampling draws every row from one RNG).
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(req, [r.seed for r in requests], ids.device)])
         if req.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = req.repetition_penalty
         if req.until:
@@ -186,6 +190,36 @@ class HFLanguageModel(TorchLM):
                                 temperature=None, top_p=None, top_k=None,
                                 pad_token_id=self.pad_token_id, streamer=Stream())
         return out
+
+
+class RowSampler:
+    """A transformers logits processor that samples each row from its own torch.Generator, seeded
+    by that row's request: temperature, top-k and top-p through transformers' own warpers, in the
+    order `generate(do_sample=True)` applies them (after the repetition penalty), then one
+    multinomial draw per row; every other token's score becomes -inf, so greedy search takes it."""
+
+    def __init__(self, req: GenerateRequest, seeds: Sequence[int], device: torch.device):
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.warpers = []
+        if req.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(req.temperature))
+        if req.top_k:
+            self.warpers.append(TopKLogitsWarper(req.top_k))
+        if req.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(req.top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = scores.softmax(-1)  # [B, V]
+        chosen = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen[:, None], 0.0)
 
 
 def _config_max_length(config) -> int:

@@ -206,11 +206,6 @@ class ScratchLanguageModel(TorchLM):
             decode_step=self._decode_step, seeds=seeds, slots=self.batch_size,
         )
 
-    def generate_batch(self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]) -> list[str]:
-        req = requests[0]  # the group's settings; each row keeps its own request's seed
-        generated = self.generate_ids(prompts, req, seeds=[r.seed for r in requests])
-        return [cut_at_stop(t, req.until) for t in self.tok_decode(generated)]
-
     # -- benchmarking hook (harness.benchmark) ----------------------------------------------------
 
     def stream_token_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
