@@ -92,6 +92,7 @@ def test_int4_group_32_finds_the_gguf_q4_1_blocks_again():
 def test_kernel_agrees_with_the_dequantized_product(scheme, group):
     lin = _linear(96, 128, bias=True)
     kernel = choose_quant_kernel(scheme, group, "cpu", torch.float32, "auto")
+    assert kernel != "dequant" or not (quant.int8pack_works() if scheme == "int8" else quant.int4pack_works(group))
     fast = QuantLinear(lin, scheme, group, kernel)
     slow = QuantLinear(lin, scheme, group, "dequant")
     x = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(1))
@@ -103,6 +104,23 @@ def test_kernel_agrees_with_the_dequantized_product(scheme, group):
     assert float((ref - F.linear(x, lin.weight, lin.bias)).norm() / ref.norm()) < (0.01 if scheme == "int8" else 0.1)
 
 
+@pytest.mark.parametrize("rows", [1, 7])
+def test_dynamic_int8_is_per_token_and_agrees_with_its_emulation(rows):
+    lin = _linear(80, 96, bias=True)
+    kernel = quant.choose_dynamic_kernel("cpu", torch.float32, "auto")
+    fast = QuantLinear(lin, "int8-dynamic", None, kernel)
+    slow = QuantLinear(lin, "int8-dynamic", None, "dequant")
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(rows, 96, generator=g)
+    x[-1] *= 50  # an outlier token must not change the other tokens' numbers
+    out = fast(x)
+    assert torch.allclose(out, slow(x), atol=1e-4, rtol=1e-4), kernel
+    alone = torch.cat([fast(x[i : i + 1]) for i in range(rows)])
+    assert torch.allclose(out, alone, atol=1e-4, rtol=1e-4)
+    exact = F.linear(x, lin.weight, lin.bias)
+    assert float((out - exact).norm() / exact.norm()) < 0.03  # 7-bit tokens, int8 weights
+
+
 def test_forced_fallback_and_a_kernel_that_fails(monkeypatch):
     monkeypatch.setenv(quant.QUANT_KERNELS_ENV, "fallback")
     assert choose_quant_kernel("int8", None, "cpu", torch.float32, requested_quant_kernels()) == "dequant"
@@ -110,6 +128,8 @@ def test_forced_fallback_and_a_kernel_that_fails(monkeypatch):
     # a CPU where the kernel raises: auto falls back, fast says why in one line
     monkeypatch.setattr(quant, "int8pack_works", lambda: False)
     monkeypatch.setattr(quant, "int4pack_works", lambda group: False)
+    monkeypatch.setattr(quant, "fbgemm_dynamic_works", lambda: False)
+    assert quant.choose_dynamic_kernel("cpu", torch.float32, "auto") == "dequant"
     assert choose_quant_kernel("int8", None, "cpu", torch.float32, "auto") == "dequant"
     assert choose_quant_kernel("int4", 32, "cpu", torch.float32, "auto") == "dequant"
     with pytest.raises(HarnessError, match="quant_kernels=fast"):
@@ -135,6 +155,7 @@ def test_options_are_checked():
     assert parse_quant(None, None) == ("none", None)
     assert parse_quant("INT4", None) == ("int4", 32)
     assert parse_quant("int4", "64") == ("int4", 64)
+    assert parse_quant("int8-dynamic", None) == ("int8-dynamic", None)
     for bad in [("int3", None), ("int4", "48"), ("int8", "32"), ("int4", "x")]:
         with pytest.raises(HarnessError):
             parse_quant(*bad)
@@ -176,10 +197,11 @@ def float32_reference():
 QUALITY = {
     "int8": {"ppl": 0.03, "cos": 0.995},
     "int4": {"ppl": 0.02, "cos": 0.995},  # group 32 is the GGUF's own Q4_1: only the int8 head differs
+    "int8-dynamic": {"ppl": 0.05, "cos": 0.99},
 }
 
 
-@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("scheme", ["int8", "int4", "int8-dynamic"])
 def test_quantized_model_is_close_to_float32(float32_reference, scheme):
     from harness.models.scratch import ScratchLanguageModel
 

@@ -7,6 +7,10 @@ embedding table stays float: a lookup reads one row per token, not the matrix).
     int8  symmetric, one scale per output channel: w = s[n] * q[n, k], q in [-127, 127]
     int4  asymmetric, one scale and offset per group of `group` inputs (32 default, 64, 128):
           w = s[n, g] * (q[n, k] - 8) + z[n, g], q in [0, 15]. The output head stays int8.
+    int8-dynamic  int8 weights as `int8`, and each token's activations quantized on the fly
+          to 7-bit unsigned integers (asymmetric, one scale per token, fbgemm's dynamic
+          quantization with reduce_range): integer products, fast on AVX2 CPUs where the
+          weight-only kernels are slow. Per token, so a score never depends on its batch.
 
 With group 32 (the GGUF block size) int4 reproduces a Q4_0 or Q4_1 tensor exactly: each block's
 minimum and maximum are its offset and offset + 15 x scale, so re-quantizing the dequantized
@@ -17,6 +21,9 @@ Kernels (chosen per CPU by a probe, recorded as `model.extra.quant_kernels`):
 
     aten-int8pack   torch's `_weight_int8pack_mm` (float activations, int8 weights)
     aten-int4pack   torch's `_weight_int4pack_mm_for_cpu` (float activations, packed int4)
+    fbgemm-dynamic  `torch.ops.quantized.linear_dynamic` for one token at a time (decode); more
+                    tokens at once (scoring, batches) quantize each token's activations in torch and
+                    take the int8 weight-only kernel (or the dequantized product): the same numbers
     dequant         the integer weights widened to the activation dtype per call, then F.linear:
                     the same numbers, slower; what any CPU (or GPU) without the kernel gets
 
@@ -37,7 +44,7 @@ from torch import Tensor, nn
 from harness.errors import HarnessError
 from harness.models.scratch.packing import Linear
 
-QUANT_CHOICES = ("none", "int8", "int4")
+QUANT_CHOICES = ("none", "int8", "int4", "int8-dynamic")
 GROUP_CHOICES = (32, 64, 128)
 QUANT_KERNELS_ENV = "HARNESS_QUANT_KERNELS"
 QUANT_KERNEL_CHOICES = ("auto", "fast", "fallback")
@@ -150,6 +157,54 @@ def int4pack_works(group: int) -> bool:
         return False
 
 
+def fake_quantize_tokens(x: Tensor) -> Tensor:
+    """Each row of x [M, K] rounded as fbgemm's dynamic quantization with reduce_range rounds a
+    tensor (asymmetric, 0..127, the range widened to hold 0), one scale per row; float32 out."""
+    x = x.float()
+    lo, hi = x.amin(dim=-1, keepdim=True).clamp(max=0), x.amax(dim=-1, keepdim=True).clamp(min=0)
+    scale = ((hi - lo) / 127).clamp(min=1e-12)
+    zero = torch.round(-lo / scale).clamp(0, 127)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, 127) - zero) * scale
+
+
+def _prepack_int8(q: Tensor, scales: Tensor):
+    """fbgemm's packed form of per-channel int8 weights (torch's quantized-tensor API)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated
+        warnings.simplefilter("ignore")
+        zeros = torch.zeros(q.shape[0], dtype=torch.long)
+        qw = torch._make_per_channel_quantized_tensor(q, scales.double(), zeros, 0)
+        return torch.ops.quantized.linear_prepack(qw, None)
+
+
+@functools.cache
+def fbgemm_dynamic_works() -> bool:
+    """Whether fbgemm's dynamic int8 product runs here and matches its emulation in torch (with
+    reduce_range=False AVX2 saturates and is wrong by 20%; this catches such a kernel)."""
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w = torch.randn(1, 96, generator=g), torch.randn(40, 96, generator=g) * 0.05
+        q, s = quantize_int8(w)
+        out = torch.ops.quantized.linear_dynamic(x, _prepack_int8(q, s), True)
+        ref = F.linear(fake_quantize_tokens(x), dequantize_int8(q, s))
+        return bool(torch.allclose(out, ref, atol=1e-4, rtol=1e-4))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def choose_dynamic_kernel(device: str, dtype: torch.dtype, requested: str) -> str:
+    """The kernel for int8-dynamic: fbgemm where it runs (CPU, float32), else the emulation."""
+    if requested == "fallback":
+        return "dequant"
+    if device.startswith("cpu") and dtype == torch.float32 and fbgemm_dynamic_works():
+        return "fbgemm-dynamic"
+    if requested == "fast":
+        raise HarnessError(f"quant_kernels=fast: fbgemm's dynamic int8 product does not run here "
+                           f"({device}, {str(dtype).removeprefix('torch.')}); use quant_kernels=auto")
+    return "dequant"
+
+
 def choose_quant_kernel(scheme: str, group: int | None, device: str, dtype: torch.dtype, requested: str) -> str:
     """The kernel for one scheme (`int8` or `int4`) on `device` with activations of `dtype`."""
     if requested == "fallback":
@@ -180,13 +235,18 @@ class QuantLinear(nn.Module):
         w = linear.weight.detach()
         if w.is_mkldnn:
             raise ValueError("quantize before packing: this weight is in oneDNN's blocked layout")
-        if scheme == "int8":
-            q, scales = quantize_int8(w)
-        else:
+        if scheme == "int4":
             q, scales = quantize_int4(w, group)
+        else:
+            q, scales = quantize_int8(w)
         self.register_buffer("qweight", q)  # int8 [N, K] or uint8 nibbles [N, K]
         self.register_buffer("scales", scales)  # [N] or [K / group, N, 2]
         self.packed: Tensor | None = None
+        # int8-dynamic with more than one token: the weight-only kernel on fake-quantized tokens
+        self.many = "dequant"
+        if kernel == "fbgemm-dynamic":
+            self.packed = _prepack_int8(q, scales)
+            self.many = "aten-int8pack" if int8pack_works() else "dequant"
         if kernel == "aten-int4pack":
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
             self.qweight = torch.empty(0, dtype=torch.uint8)  # the packed copy is all the kernel reads
@@ -195,7 +255,7 @@ class QuantLinear(nn.Module):
 
     def dense_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The float weight these integers stand for (for tests and the fallback)."""
-        if self.scheme == "int8":
+        if self.scheme != "int4":
             return dequantize_int8(self.qweight, self.scales, dtype)
         q = self.qweight
         if self.packed is not None:  # unpack by multiplying with the identity (rare: tests only)
@@ -204,6 +264,8 @@ class QuantLinear(nn.Module):
         return dequantize_int4(q, self.scales, self.group, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.scheme == "int8-dynamic":
+            return self._forward_dynamic(x)
         shape = x.shape
         if self.kernel == "dequant":
             out = F.linear(x, self.dense_weight(x.dtype))
@@ -217,6 +279,18 @@ class QuantLinear(nn.Module):
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out
+
+    def _forward_dynamic(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1]).float().contiguous()
+        if self.kernel == "fbgemm-dynamic" and flat.shape[0] == 1:  # one token: one scale, as ours
+            out = torch.ops.quantized.linear_dynamic(flat, self.packed, True)
+        elif self.kernel == "fbgemm-dynamic" and self.many == "aten-int8pack":
+            out = torch.ops.aten._weight_int8pack_mm(fake_quantize_tokens(flat), self.qweight, self.scales)
+        else:
+            out = F.linear(fake_quantize_tokens(flat), self.dense_weight())
+        out = out.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
 
     def extra_repr(self) -> str:
         group = f", group={self.group}" if self.group else ""
@@ -232,6 +306,8 @@ def quantize_model(model: nn.Module, quant: str, group: int | None = None, *, de
     kernels: dict[str, str] = {}
 
     def kernel_for(scheme: str) -> str:
+        if scheme not in kernels and scheme == "int8-dynamic":
+            kernels[scheme] = choose_dynamic_kernel(device, dtype, requested)
         if scheme not in kernels:
             kernels[scheme] = choose_quant_kernel(scheme, group, device, dtype, requested)
         return kernels[scheme]
@@ -241,7 +317,7 @@ def quantize_model(model: nn.Module, quant: str, group: int | None = None, *, de
         for name, child in list(parent.named_children()):
             if not isinstance(child, Linear):
                 continue
-            scheme = "int8" if quant == "int8" or child is head else "int4"
+            scheme = "int8" if quant == "int8" or (child is head and quant == "int4") else quant
             size = group if scheme == "int4" else None
             setattr(parent, name, QuantLinear(child, scheme, size, kernel_for(scheme)).to(device))
     return QuantPlan(quant, group, kernels)
