@@ -95,16 +95,18 @@ def test_kernel_agrees_with_the_dequantized_product(scheme, group):
     assert kernel != "dequant" or not (quant.int8pack_works() if scheme == "int8" else quant.int4pack_works(group))
     fast = QuantLinear(lin, scheme, group, kernel)
     slow = QuantLinear(lin, scheme, group, "dequant")
-    x = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(1))  # 10 rows: the kernel
     ref = F.linear(x, slow.dense_weight(), lin.bias)
     assert torch.allclose(slow(x), ref, atol=1e-5, rtol=1e-5)
     assert torch.allclose(fast(x), ref, atol=1e-4, rtol=1e-4), kernel
     assert torch.allclose(fast.dense_weight(), slow.dense_weight(), atol=1e-6), kernel
+    many = torch.randn(3, quant.DENSE_ROWS, 128)  # enough rows for the widened GEMM
+    assert torch.allclose(fast(many), F.linear(many, slow.dense_weight(), lin.bias), atol=1e-4, rtol=1e-4)
     # the quantization itself costs little on a random matrix: a few percent of the output norm
     assert float((ref - F.linear(x, lin.weight, lin.bias)).norm() / ref.norm()) < (0.01 if scheme == "int8" else 0.1)
 
 
-@pytest.mark.parametrize("rows", [1, 7])
+@pytest.mark.parametrize("rows", [1, 7, 40])
 def test_dynamic_int8_is_per_token_and_agrees_with_its_emulation(rows):
     lin = _linear(80, 96, bias=True)
     kernel = quant.choose_dynamic_kernel("cpu", torch.float32, "auto")

@@ -25,7 +25,9 @@ Kernels (chosen per CPU by a probe, recorded as `model.extra.quant_kernels`):
                     tokens at once (scoring, batches) quantize each token's activations in torch and
                     take the int8 weight-only kernel (or the dequantized product): the same numbers
     dequant         the integer weights widened to the activation dtype per call, then F.linear:
-                    the same numbers, slower; what any CPU (or GPU) without the kernel gets
+                    the same numbers, slower; what any CPU (or GPU) without the kernel gets.
+                    Every scheme takes this path from DENSE_ROWS tokens per product on (scoring,
+                    prefill), where one widening per call is cheaper than the vector kernels.
 
 `HARNESS_QUANT_KERNELS` (or the backend's `quant_kernels=` option) forces `auto` (default),
 `fast` (fail where the kernel does not run) or `fallback` (dequant everywhere, for testing).
@@ -45,6 +47,10 @@ from harness.errors import HarnessError
 from harness.models.scratch.packing import Linear
 
 QUANT_CHOICES = ("none", "int8", "int4", "int8-dynamic")
+# From this many tokens per product on (scoring, prefill), widening the integers once per call and
+# taking the float GEMM is faster than the matrix-vector kernels: the widening is paid once for all
+# tokens. The numbers are the same (the dequantized weights are what the kernels compute with).
+DENSE_ROWS = 16
 GROUP_CHOICES = (32, 64, 128)
 QUANT_KERNELS_ENV = "HARNESS_QUANT_KERNELS"
 QUANT_KERNEL_CHOICES = ("auto", "fast", "fallback")
@@ -120,7 +126,19 @@ def dequantize_int8(q: Tensor, scales: Tensor, dtype: torch.dtype = torch.float3
     return (q.to(torch.float32) * scales[:, None]).to(dtype)
 
 
+def pack_nibbles(q: Tensor) -> Tensor:
+    """[N, K] values 0..15 -> [N, K / 2] bytes (element 2i in the low nibble, 2i + 1 in the high)."""
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+
+
+def unpack_nibbles(packed: Tensor) -> Tensor:
+    return torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
+
+
 def dequantize_int4(q: Tensor, scales_and_zeros: Tensor, group: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """q [N, K] values 0..15 (or [N, K / 2] packed nibbles) -> float [N, K]."""
+    if q.shape[1] * 2 == scales_and_zeros.shape[0] * group:
+        q = unpack_nibbles(q)
     n, k = q.shape
     s, z = scales_and_zeros[..., 0].T, scales_and_zeros[..., 1].T  # [N, G]
     blocks = (q.reshape(n, k // group, group).to(torch.float32) - 8) * s[..., None] + z[..., None]
@@ -239,7 +257,9 @@ class QuantLinear(nn.Module):
             q, scales = quantize_int4(w, group)
         else:
             q, scales = quantize_int8(w)
-        self.register_buffer("qweight", q)  # int8 [N, K] or uint8 nibbles [N, K]
+        if scheme == "int4":
+            q = pack_nibbles(q)
+        self.register_buffer("qweight", q)  # int8 [N, K] or uint8 nibble pairs [N, K / 2]
         self.register_buffer("scales", scales)  # [N] or [K / group, N, 2]
         self.packed: Tensor | None = None
         # int8-dynamic with more than one token: the weight-only kernel on fake-quantized tokens
@@ -248,8 +268,7 @@ class QuantLinear(nn.Module):
             self.packed = _prepack_int8(q, scales)
             self.many = "aten-int8pack" if int8pack_works() else "dequant"
         if kernel == "aten-int4pack":
-            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
-            self.qweight = torch.empty(0, dtype=torch.uint8)  # the packed copy is all the kernel reads
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_nibbles(q).to(torch.int32), 1)
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
@@ -257,17 +276,13 @@ class QuantLinear(nn.Module):
         """The float weight these integers stand for (for tests and the fallback)."""
         if self.scheme != "int4":
             return dequantize_int8(self.qweight, self.scales, dtype)
-        q = self.qweight
-        if self.packed is not None:  # unpack by multiplying with the identity (rare: tests only)
-            eye = torch.eye(self.in_features, dtype=torch.float32)
-            return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group, self.scales).T.to(dtype)
-        return dequantize_int4(q, self.scales, self.group, dtype)
+        return dequantize_int4(self.qweight, self.scales, self.group, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.scheme == "int8-dynamic":
             return self._forward_dynamic(x)
         shape = x.shape
-        if self.kernel == "dequant":
+        if self.kernel == "dequant" or x.numel() >= DENSE_ROWS * shape[-1]:
             out = F.linear(x, self.dense_weight(x.dtype))
         else:
             flat = x.reshape(-1, shape[-1]).float().contiguous()
@@ -285,7 +300,7 @@ class QuantLinear(nn.Module):
         flat = x.reshape(-1, shape[-1]).float().contiguous()
         if self.kernel == "fbgemm-dynamic" and flat.shape[0] == 1:  # one token: one scale, as ours
             out = torch.ops.quantized.linear_dynamic(flat, self.packed, True)
-        elif self.kernel == "fbgemm-dynamic" and self.many == "aten-int8pack":
+        elif self.kernel == "fbgemm-dynamic" and self.many == "aten-int8pack" and flat.shape[0] < DENSE_ROWS:
             out = torch.ops.aten._weight_int8pack_mm(fake_quantize_tokens(flat), self.qweight, self.scales)
         else:
             out = F.linear(fake_quantize_tokens(flat), self.dense_weight())
