@@ -92,7 +92,9 @@ def test_int4_group_32_finds_the_gguf_q4_1_blocks_again():
 def test_kernel_agrees_with_the_dequantized_product(scheme, group):
     lin = _linear(96, 128, bias=True)
     kernel = choose_quant_kernel(scheme, group, "cpu", torch.float32, "auto")
-    assert kernel != "dequant" or not (quant.int8pack_works() if scheme == "int8" else quant.int4pack_works(group))
+    if kernel == "dequant":  # the probe must not fail where the kernel itself runs
+        with pytest.raises(RuntimeError):
+            QuantLinear(lin, scheme, group, "aten-int8pack" if scheme == "int8" else "aten-int4pack")(torch.randn(1, 128))
     fast = QuantLinear(lin, scheme, group, kernel)
     slow = QuantLinear(lin, scheme, group, "dequant")
     x = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(1))  # 10 rows: the kernel
@@ -121,6 +123,11 @@ def test_dynamic_int8_is_per_token_and_agrees_with_its_emulation(rows):
     assert torch.allclose(out, alone, atol=1e-4, rtol=1e-4)
     exact = F.linear(x, lin.weight, lin.bias)
     assert float((out - exact).norm() / exact.norm()) < 0.03  # 7-bit tokens, int8 weights
+
+
+def test_int4_rows_the_packing_cannot_hold_take_the_fallback():
+    layer = QuantLinear(_linear(40, 64), "int4", 32, "aten-int4pack")  # 40 rows: not a multiple of 16
+    assert layer.kernel == "dequant" and layer(torch.randn(1, 64)).shape == (1, 40)
 
 
 def test_forced_fallback_and_a_kernel_that_fails(monkeypatch):

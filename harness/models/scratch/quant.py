@@ -166,7 +166,7 @@ def int4pack_works(group: int) -> bool:
     """Whether torch's int4 CPU kernel (pack + product) runs here and agrees with the dequantized product."""
     try:
         g = torch.Generator().manual_seed(0)
-        x, w = torch.randn(3, 256, generator=g), torch.randn(24, 256, generator=g)
+        x, w = torch.randn(3, 256, generator=g), torch.randn(32, 256, generator=g)
         q, sz = quantize_int4(w, group)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group, sz)
@@ -249,6 +249,8 @@ class QuantLinear(nn.Module):
     def __init__(self, linear: nn.Linear, scheme: str, group: int | None, kernel: str):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        if kernel == "aten-int4pack" and self.out_features % 16:  # the packing's row blocks
+            kernel = "dequant"
         self.scheme, self.group, self.kernel = scheme, group, kernel
         w = linear.weight.detach()
         if w.is_mkldnn:
