@@ -6,7 +6,9 @@ kernel must agree with it; the fallback is that product)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,13 +30,13 @@ from harness.models.scratch.quant import (
     requested_quant_kernels,
 )
 
-TEXT = (
-    "The lighthouse stood on a rock at the mouth of the harbour. For two hundred years its keepers "
-    "climbed the stairs each evening to light the lamp, and each morning they wrote in a book how "
-    "the weather had been and which ships had passed. When the lamp was made electric in 1921, the "
-    "last keeper stayed on for a year to watch the new machine, and then he left for the town, "
-    "taking the books with him. They are kept now in the museum by the station."
-)
+LM_EN = Path(__file__).resolve().parents[1] / "tasks/language_modelling/lm_en.jsonl"
+
+
+def quality_text(docs: int = 6) -> str:
+    """The first documents of the lm_en task (about 675 SmolLM2 tokens for six)."""
+    lines = LM_EN.read_text(encoding="utf-8").splitlines()[:docs]
+    return "\n\n".join(json.loads(line)["text"] for line in lines)
 
 
 def _linear(n: int, k: int, bias: bool = False, seed: int = 0) -> Linear:
@@ -197,16 +199,19 @@ def float32_reference():
     from harness.models.scratch import ScratchLanguageModel
 
     lm = ScratchLanguageModel("smollm2-135m")
-    ids = [lm.prefix_token_id, *lm.tok_encode(TEXT)]
+    ids = [lm.prefix_token_id, *lm.tok_encode(quality_text())]
     ppl, logits = _perplexity_and_logits(lm, ids)
     return lm, ids, ppl, logits
 
 
-# tolerances: measured on SmolLM2-135M (see docs/scratch.md), with about 2x margin
+# Measured on SmolLM2-135M over those 675 tokens (perplexity relative to float32's 31.234; cosine
+# of each position's logits with float32's): int8 +0.94%, cosine min 0.9913, mean 0.99956;
+# int4 (group 32: the file's own Q4_1, only the int8 head differs) +0.22%, 0.99969, 0.99995;
+# int8-dynamic +9.1%, 0.899, 0.9932. The bounds leave about 2x margin.
 QUALITY = {
-    "int8": {"ppl": 0.03, "cos": 0.995},
-    "int4": {"ppl": 0.02, "cos": 0.995},  # group 32 is the GGUF's own Q4_1: only the int8 head differs
-    "int8-dynamic": {"ppl": 0.05, "cos": 0.99},
+    "int8": {"ppl": 0.025, "cos_min": 0.98, "cos_mean": 0.999},
+    "int4": {"ppl": 0.01, "cos_min": 0.998, "cos_mean": 0.9998},
+    "int8-dynamic": {"ppl": 0.2, "cos_min": 0.8, "cos_mean": 0.985},
 }
 
 
@@ -221,7 +226,7 @@ def test_quantized_model_is_close_to_float32(float32_reference, scheme):
     ppl, logits = _perplexity_and_logits(lm, ids)
     assert abs(ppl / ppl0 - 1) < QUALITY[scheme]["ppl"], (ppl, ppl0)
     cos = F.cosine_similarity(logits, logits0, dim=-1)
-    assert float(cos.min()) > QUALITY[scheme]["cos"]
+    assert float(cos.min()) > QUALITY[scheme]["cos_min"] and float(cos.mean()) > QUALITY[scheme]["cos_mean"]
     # greedy generation runs through the same modules and the KV cache
     prompt = lm.tok_encode("The capital of France is")
     assert len(lm.generate_ids([prompt], _greedy(8))[0]) > 0
@@ -243,3 +248,31 @@ def _greedy(n: int):
     from harness.requests import GenerateRequest
 
     return GenerateRequest(prompt="", max_gen_toks=n)
+
+
+def test_quant_options_key_the_cache_and_reach_the_results(tmp_path):
+    """On a tiny model folder: each quantization is its own cache key, a float model's key is
+    unchanged, a group that does not divide a layer is a one-line error, and the kernel and the
+    fallback give the same scores and greedy tokens."""
+    from test_scratch import tiny_hf_config, tiny_hf_model, write_tokenizer
+
+    from harness.models.scratch import ScratchLanguageModel
+
+    folder = tmp_path / "tiny"
+    tiny_hf_model(tiny_hf_config()).save_pretrained(str(folder))
+    write_tokenizer(folder)
+    plain = ScratchLanguageModel(str(folder))
+    int8 = ScratchLanguageModel(str(folder), quant="int8")
+    int4 = ScratchLanguageModel(str(folder), quant="int4")
+    slow = ScratchLanguageModel(str(folder), quant="int4", quant_kernels="fallback")
+    assert len({m.fingerprint for m in (plain, int8, int4, slow)}) == 4
+    assert "quant" not in plain.fingerprint_parts["settings"]
+    settings = int4.fingerprint_parts["settings"]
+    assert (settings["quant"], settings["group"]) == ("int4", 32)
+    assert int4.info.extra["quant_kernels"] == settings["quant_kernels"]
+    with pytest.raises(HarnessError, match="group"):
+        ScratchLanguageModel(str(folder), quant="int4", group=64)  # the MLP has 96 inputs
+    pairs = [([1, 5, 9, 4], [12, 7, 3]), ([1, 8], [20, 21, 22, 23])]
+    for (a, _), (b, _) in zip(int4.score_token_batch(pairs), slow.score_token_batch(pairs)):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert int4.generate_ids([[1, 5, 9]], _greedy(6)) == slow.generate_ids([[1, 5, 9]], _greedy(6))
