@@ -14,6 +14,7 @@ from harness.models.base import cut_at_stop
 from harness.models.scratch.generate import Job, Sampling, generate_continuous, generate_tokens, make_decode_step
 from harness.models.scratch.model import Transformer
 from harness.models.scratch.packing import apply_kernels, choose_kernels, cpu_features, requested_kernels
+from harness.models.scratch.quant import parse_quant, quantize_model, requested_quant_kernels
 from harness.models.scratch.weights import load_gguf, load_hf_dir
 from harness.models.source import WeightSource, source_fingerprint
 from harness.models.tokenized import TokenPair
@@ -62,17 +63,21 @@ class ScratchLanguageModel(TorchLM):
     """The harness's own LLaMA-family decoder. `name`: built-in name, .gguf file, HF directory or hub id."""
 
     backend = "scratch"
-    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile", "kernels"})
+    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile", "kernels",
+                                  "quant", "group", "quant_kernels"})
     code_modules = ("harness.models.torch_lm", "harness.models.scratch")
     seeds_per_row = True  # each request samples from a generator seeded by its own seed
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
-                 max_length: int | None = None, compile: bool = False, kernels: str | None = None):
+                 max_length: int | None = None, compile: bool = False, kernels: str | None = None,
+                 quant: str | None = None, group: int | str | None = None, quant_kernels: str | None = None):
         self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
         if compile and not self.device.startswith("cuda"):
             raise HarnessError("compile=True is for cuda (CUDA graphs); on cpu the eager oneDNN path is "
                                "faster, so leave compile off")
         requested = requested_kernels(kernels)
+        quant, group = parse_quant(quant, group)
+        quant_request = requested_quant_kernels(quant_kernels)
         started = time.perf_counter()
         weights = source_fingerprint(self.source)
         if self.source.kind == "gguf":
@@ -86,7 +91,10 @@ class ScratchLanguageModel(TorchLM):
             self.config, tensors = load_hf_dir(location)
             template = None
         self.model = Transformer.from_tensors(self.config, tensors, self.dtype, self.device, where=str(location))
-        # CPU-specific weight layout, after loading: see packing.py
+        self._n_params = self.model.n_params()  # counted before quantization packs the head apart
+        # integer weights (quant.py), then the CPU-specific layout of what stays float (packing.py)
+        plan = quantize_model(self.model, quant, group, device=self.device, dtype=self.dtype, requested=quant_request)
+        self.quant = {"quant": quant, "group": group, "quant_kernels": plan.label} if plan else {}
         self.kernels = apply_kernels(self.model, choose_kernels(self.device, self.dtype, requested))
         self.tokenizer = load_tokenizer(self.source, location, weights)
         if template and not getattr(self.tokenizer, "chat_template", None):
@@ -94,13 +102,13 @@ class ScratchLanguageModel(TorchLM):
         self.load_seconds = time.perf_counter() - started
         self._decode_step = make_decode_step(self.model, compile)
         self._finish_init(max_length or self.config.max_seq_len, weights,
-                          {"kernels": self.kernels, "compile": bool(compile)})
+                          {"kernels": self.kernels, "compile": bool(compile), **self.quant})
 
     def n_params(self) -> int:
-        return self.model.n_params()
+        return self._n_params
 
     def extra_info(self) -> dict:
-        return {"architecture": self.config.architecture, "kernels": self.kernels,
+        return {"architecture": self.config.architecture, "kernels": self.kernels, **self.quant,
                 "cpu": cpu_features().capability if self.device == "cpu" else None}
 
     def close(self) -> None:
