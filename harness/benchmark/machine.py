@@ -147,3 +147,33 @@ def describe(m: dict[str, Any]) -> str:
     capability = f" ({m['cpu_capability']})" if m.get("cpu_capability") else ""
     return (f"{m.get('cpu')}{capability}, {cores} cores ({m.get('cpu_cores_usable')} usable), "
             f"{(m.get('memory_total_mib') or 0) / 1024:.0f} GiB{threads}, {gpu}")
+
+
+def memory_bandwidth(size_mib: int = 512, repetitions: int = 5) -> dict[str, Any]:
+    """The memory bandwidth torch reaches here, in GB/s (1e9 bytes): `read` sums a float32 tensor
+    of `size_mib` (far larger than any cache), `copy` copies it into another (bytes read plus
+    bytes written); best of `repetitions` after a warm-up, on torch's current thread count.
+    `limit_gb_s` is the read figure: a batch-1 decode step only reads its weights."""
+    import time
+
+    import torch
+
+    n = size_mib * MIB // 4
+    src, dst = torch.ones(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
+    dst.copy_(src)  # touch every page of both before timing
+    src.sum()
+
+    def best(fn) -> float:  # noqa: ANN001
+        seconds = []
+        for _ in range(repetitions):
+            started = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - started)
+        return min(seconds)
+
+    nbytes = n * 4
+    read = nbytes / best(src.sum) / 1e9
+    copy = 2 * nbytes / best(lambda: dst.copy_(src)) / 1e9
+    del src, dst
+    return {"read_gb_s": round(read, 2), "copy_gb_s": round(copy, 2), "limit_gb_s": round(read, 2),
+            "size_mib": size_mib, "repetitions": repetitions, "threads": torch.get_num_threads()}
