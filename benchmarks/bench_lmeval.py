@@ -60,7 +60,7 @@ class Size:
 
 SIZES = {
     "small": Size(prose_docs=3, mc_docs=6, gen_docs=4, max_gen_toks=8, decode_tokens=16, decode_repetitions=1),
-    "full": Size(prose_docs=40, mc_docs=48, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=3),
+    "full": Size(prose_docs=40, mc_docs=40, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=3),
 }
 
 ROLLING = """\

@@ -14,7 +14,6 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
 
 
 def load_bench():
@@ -25,6 +24,35 @@ def load_bench():
     return module
 
 
+def test_memory_bandwidth_figures():
+    from harness.benchmark.machine import memory_bandwidth
+
+    b = memory_bandwidth(size_mib=16, repetitions=2)
+    reads = b["read_by_kernel_gb_s"]
+    assert {"sum", "mv"} <= set(reads) and all(v > 0 for v in reads.values()) and b["copy_gb_s"] > 0
+    assert b["limit_gb_s"] == b["read_gb_s"] == max(reads.values())
+    assert b["size_mib"] == 16 and b["threads"] >= 1
+
+
+def test_decode_bytes_count_a_tied_head_once():
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self, tied: bool):
+            super().__init__()
+            self.embed = nn.Embedding(100, 8)
+            self.proj = nn.Linear(8, 8, bias=True)
+            self.head = nn.Linear(8, 100, bias=False)
+            if tied:
+                self.head.weight = self.embed.weight
+
+    bench = load_bench()
+    # tied: the head is the embedding matrix, read once; untied: the head plus one embedding row
+    assert bench.decode_bytes_per_token(Tiny(tied=True)) == 4 * (8 * 8 + 8 + 100 * 8)
+    assert bench.decode_bytes_per_token(Tiny(tied=False)) == 4 * (8 * 8 + 8 + 100 * 8 + 8)
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_small_run_agrees_with_lm_eval(tmp_path):
     bench = load_bench()
