@@ -8,7 +8,7 @@ a temporary folder over the harness's embedded data:
   peer_rolling   rolling log-likelihood (word/byte perplexity, bits per byte) of English prose
   peer_mc        4-way multiple choice, 0-shot (acc, acc_norm)
   peer_mc_3shot  the same questions behind 3 examples (`fewshot_config: sampler: first_n`)
-  peer_gen       short-answer generation, greedy, exact match
+  peer_gen       short-answer generation behind the same 3 examples, greedy, exact match
 then runs, each task in a fresh process per runner so that its wall time and peak resident memory
 are its own: lm-evaluation-harness's `hf` model (on the plain transformers copy of
 SmolLM2-135M-Instruct that the harness's hf backend loads), the harness's `hf:` backend and its
@@ -59,7 +59,7 @@ class Size:
 
 
 SIZES = {
-    "small": Size(prose_docs=3, mc_docs=6, gen_docs=4, max_gen_toks=8, decode_tokens=16, decode_repetitions=1),
+    "small": Size(prose_docs=3, mc_docs=6, gen_docs=6, max_gen_toks=8, decode_tokens=16, decode_repetitions=1),
     "full": Size(prose_docs=40, mc_docs=40, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=3),
 }
 
@@ -108,7 +108,12 @@ dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
+    train: {shots}
 test_split: test
+fewshot_split: train
+num_fewshot: 3
+fewshot_config:
+  sampler: first_n
 output_type: generate_until
 doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
 doc_to_target: "{{{{choices[answer]}}}}"
@@ -142,7 +147,7 @@ def write_tasks(folder: Path, size: Size) -> dict[str, int]:
     for name, k, fewshot in (("peer_mc", 0, ""), ("peer_mc_3shot", 3, "fewshot_config:\n  sampler: first_n\n")):
         (folder / f"{name}.yaml").write_text(
             MC.format(name=name, data=folder / "mc.jsonl", shots=folder / "shots.jsonl", k=k, fewshot=fewshot))
-    (folder / "peer_gen.yaml").write_text(GEN.format(data=folder / "gen.jsonl", max_gen_toks=size.max_gen_toks))
+    (folder / "peer_gen.yaml").write_text(GEN.format(data=folder / "gen.jsonl", shots=folder / "shots.jsonl", max_gen_toks=size.max_gen_toks))
     words = sum(len(json.loads(line)["text"].split()) for line in prose)
     return {"peer_rolling": len(prose), "peer_mc": len(mc), "peer_mc_3shot": len(mc), "peer_gen": len(gen),
             "words": words, "max_gen_toks": size.max_gen_toks}
