@@ -8,7 +8,8 @@ a temporary folder over the harness's embedded data:
   peer_rolling   rolling log-likelihood (word/byte perplexity, bits per byte) of English prose
   peer_mc        4-way multiple choice, 0-shot (acc, acc_norm)
   peer_mc_3shot  the same questions behind 3 examples (`fewshot_config: sampler: first_n`)
-  peer_gen       short-answer generation behind the same 3 examples, greedy, exact match
+  peer_gen       short-answer generation behind the same 3 examples, greedy, exact match of the
+                 answer without its leading space (lm-eval's `remove_whitespace` filter)
 then runs, each task in a fresh process per runner so that its wall time and peak resident memory
 are its own: lm-evaluation-harness's `hf` model (on the plain transformers copy of
 SmolLM2-135M-Instruct that the harness's hf backend loads), the harness's `hf:` backend and its
@@ -121,6 +122,11 @@ generation_kwargs:
   until: ["\\n"]
   max_gen_toks: {max_gen_toks}
   do_sample: false
+filter_list:
+  - name: strip
+    filter:
+      - function: remove_whitespace
+      - function: take_first
 metric_list:
   - metric: exact_match
     ignore_case: true
