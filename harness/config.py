@@ -116,6 +116,9 @@ class TaskConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
     source_file: str | None = None  # the YAML file this config came from
     trust_task_code: bool = False  # parsed with --trust-task-code: its `!function` values may run
+    # no key of this project's own (OWN_KEYS): metrics follow lm-evaluation-harness exactly
+    # (exact_match trims nothing, references as the file gives them)
+    lm_eval_format: bool = False
     notes: list[str] = field(default_factory=list)  # what was accepted but changed (shown, recorded)
 
     @property
@@ -149,7 +152,9 @@ def _plain(value: Any) -> Any:
 
 
 _TYPES = {f.name: f.type for f in fields(TaskConfig)}
-_INTERNAL = {"source_file", "trust_task_code", "notes"}
+_INTERNAL = {"source_file", "trust_task_code", "notes", "lm_eval_format"}
+# Keys that lm-evaluation-harness's task files never have: a file with one is in this project's format.
+OWN_KEYS = {"about", "language", "chat_template", "primary_metric", "perplexity_text", "rolling_max_length", "rolling_stride"}
 
 
 def load_task_config(path: str | Path, *, trust_task_code: bool = False) -> TaskConfig:
@@ -185,7 +190,8 @@ def parse_task_config(raw: dict[str, Any], source: str, *, trust_task_code: bool
         raise HarnessError(f"{where}: key 'unsafe_code': tasks that execute model-written code are not supported")
     if has_code:
         check_functions(raw, where, trust_task_code=trust_task_code)
-    values: dict[str, Any] = {"source_file": source, "trust_task_code": trust_task_code}
+    values: dict[str, Any] = {"source_file": source, "trust_task_code": trust_task_code,
+                              "lm_eval_format": not (set(raw) & OWN_KEYS)}
     notes: list[str] = []
     for key, value in raw.items():
         if key == "train_split":  # this project's older name for training_split

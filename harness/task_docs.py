@@ -182,22 +182,13 @@ class TaskDocs:
             str(c.gen_prefix), repr(fc) if fc else "", str(c.process_docs), *sorted(self.code_files.values()),
         )
 
-    # Whether the scoring side runs lm-evaluation-harness's process_results, `!function` metrics
-    # and aggregations itself; until it does, such a task is refused rather than scored otherwise.
-    SCORES_TASK_CODE = False
-
     def check_scoring(self) -> None:
         """Refuse what this installation would score differently from the task file."""
-        c = self.config
-        if c.filter_list:
+        if self.config.filter_list:
             import importlib.util
 
             if importlib.util.find_spec("harness.filters") is None:
                 raise HarnessError(f"{self._where('filter_list')}: filter pipelines are not available in this installation")
-        code = [k for k, ref in (("process_results", c.process_results),) if ref is not None]
-        code += [f"metric_list ({m.metric})" for m in c.metric_list if m.function is not None or isinstance(m.aggregation, FunctionRef)]
-        if code and not self.SCORES_TASK_CODE:
-            raise HarnessError(f"{self._where(code[0])}: scoring with task code is not available in this installation")
 
     def validate(self) -> None:
         """Render the first document (templates, fields, gold index) before any model call."""

@@ -49,7 +49,9 @@ class GenerateUntilAdapter(OutputAdapter):
         for r in range(1, c.repeats):
             # Greedy repeats are the same request (answered once); sampled ones each get a seed.
             requests.append(dataclasses.replace(first, seed=_seed(base_seed, f"{doc_id}:{r}")) if not first.greedy else first)
-        references = [str(t).strip() for t in target] if isinstance(target, list) else [str(target).strip()]
+        # lm-evaluation-harness scores references as the file gives them; this project's files trim them
+        trim = (lambda t: str(t)) if c.lm_eval_format else (lambda t: str(t).strip())
+        references = [trim(t) for t in target] if isinstance(target, list) else [trim(target)]
         return Instance(doc_id, index, self, requests, context, references, extra={"question": task.text(doc)})
 
     def payload(self, request: Any, rolling: dict[str, Any]) -> Any:

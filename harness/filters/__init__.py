@@ -120,8 +120,7 @@ def check_filter_list(where: str, value: Any) -> list[dict[str, Any]]:
             if not isinstance(step, dict) or "function" not in step:
                 raise HarnessError(f"{where}: filter_list[{i}].filter[{j}] must be a mapping with a 'function' name")
             if not isinstance(step["function"], str):
-                raise HarnessError(f"{where}: filter_list[{i}] ({entry['name']}): filters from task code (!function) "
-                                   f"are not supported; use the built-in filters ({', '.join(filter_names())})")
+                continue  # task code (`!function`): checked by the config, imported when the task runs
             try:
                 _step(step)
             except HarnessError as err:
@@ -129,10 +128,36 @@ def check_filter_list(where: str, value: Any) -> list[dict[str, Any]]:
     return value
 
 
-def _step(step: dict[str, Any]) -> Filter:
-    return get_filter(step["function"], **{k: v for k, v in step.items() if k != "function"})
+def _step(step: dict[str, Any], resolve: Resolver | None = None, key: str = "filter_list") -> Filter:
+    options = {k: v for k, v in step.items() if k != "function"}
+    if not isinstance(step["function"], str):
+        if resolve is None:
+            raise HarnessError(f"{key}: `{step['function']}` is task code; it runs only with --trust-task-code")
+        return CodeFilter(resolve(step["function"], key), options, str(step["function"]))
+    return get_filter(step["function"], **options)
 
 
-def build_pipelines(filter_list: list[dict[str, Any]]) -> list[FilterPipeline]:
-    """The pipelines of a validated `filter_list`."""
-    return [FilterPipeline(entry["name"], [_step(s) for s in entry["filter"]]) for entry in filter_list]
+Resolver = Callable[[Any, str], Callable[..., Any]]
+
+
+class CodeFilter(Filter):
+    """A filter from task code (`function: !function utils.MyFilter`): as lm-evaluation-harness,
+    a new `MyFilter(**options)` per application, then its `apply(resps, docs)`."""
+
+    def __init__(self, factory: Callable[..., Any], options: dict[str, Any], label: str):
+        self.factory, self.options, self.label = factory, options, label
+
+    def apply(self, resps: Sequence[Any], docs: Sequence[dict[str, Any]]) -> list[Any]:
+        try:
+            return list(self.factory(**self.options).apply(resps, docs))
+        except HarnessError:
+            raise
+        except Exception as err:  # noqa: BLE001 - task code failing is the task's to fix
+            raise HarnessError(f"filter `{self.label}` failed ({type(err).__name__}: {err})") from None
+
+
+def build_pipelines(filter_list: list[dict[str, Any]], resolve: Resolver | None = None) -> list[FilterPipeline]:
+    """The pipelines of a validated `filter_list`; `resolve(ref, key)` loads task-code filters."""
+    return [FilterPipeline(entry["name"], [_step(s, resolve, f"filter_list[{i}].filter[{j}].function")
+                                           for j, s in enumerate(entry["filter"])])
+            for i, entry in enumerate(filter_list)]
