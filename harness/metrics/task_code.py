@@ -181,10 +181,11 @@ class _ProcessResults:
 
     def __init__(self, task: TaskDocs, function: Callable[..., Any], ref: FunctionRef):
         self.task, self.function, self.ref = task, function, ref
-        self._last: tuple[int, list[dict[str, Any]]] | None = None
+        # the last samples scored (held, so `is` cannot match a new list at a reused address)
+        self._last: tuple[Sequence[Sample], list[dict[str, Any]]] | None = None
 
     def values(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
-        if self._last is not None and self._last[0] == id(samples):
+        if self._last is not None and self._last[0] is samples:
             return self._last[1]
         docs = self.task.docs()
         if len(docs) != len(samples):
@@ -202,7 +203,7 @@ class _ProcessResults:
                 raise HarnessError(f"{self.task._where('process_results')}: `{self.ref}` returned {type(result).__name__}, "
                                    "not a {metric: value} mapping")
             out.append(result)
-        self._last = (id(samples), out)
+        self._last = (samples, out)
         return out
 
     def column(self, name: str) -> Callable[[Sequence[Sample]], list[Any]]:
