@@ -129,6 +129,11 @@ class OutputAdapter(ABC):
     def sample(self, task: Task, instance: Instance, response: Any) -> Sample:
         """The sample the metrics score, from one document's (filtered) response."""
 
+    def lm_eval_results(self, sample: Sample) -> list[Any]:
+        """What lm-evaluation-harness's process_results receives as `results` for this sample:
+        `[(loglikelihood, is_greedy), ...]` per continuation or choice."""
+        return [tuple(x) for x in sample.loglikelihoods or []]
+
     def log_row(self, instance: Instance, responses: list[Any]) -> dict[str, Any]:
         """The raw answers as the samples file shows them."""
         row: dict[str, Any] = {"responses": responses}

@@ -83,6 +83,9 @@ class GenerateUntilAdapter(OutputAdapter):
         s.prediction = response if isinstance(response, str) else str(response)
         return s
 
+    def lm_eval_results(self, sample: Sample) -> list[Any]:
+        return [sample.prediction]  # the filtered answer
+
     def log_row(self, instance: Instance, responses: list[Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"output": responses[0]}
         if len(responses) > 1:

@@ -51,6 +51,9 @@ class RollingAdapter(OutputAdapter):
     def count_tokens(self, counter: TokenCounter, requests: list[Any], results: list[Any]) -> int:
         return sum(n for _, n in results)
 
+    def lm_eval_results(self, sample: Sample) -> list[Any]:
+        return [sample.loglikelihoods[0][0]] if sample.loglikelihoods else []  # the text's loglikelihood
+
     def sample(self, task: Task, instance: Instance, response: Any) -> Sample:
         (logprob, n_tokens), = response
         s = self.new_sample(task, instance)

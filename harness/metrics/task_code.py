@@ -128,12 +128,11 @@ def plain(value: Any) -> Any:
 
 
 def lm_eval_results(sample: Sample) -> list[Any]:
-    """The `results` argument lm-evaluation-harness's process_results receives for a document."""
-    if sample.output_type == "generate_until":
-        return [sample.prediction]
-    if sample.output_type == "loglikelihood_rolling":
-        return [sample.loglikelihoods[0][0]] if sample.loglikelihoods else []
-    return [tuple(x) for x in sample.loglikelihoods or []]
+    """The `results` argument lm-evaluation-harness's process_results receives for a document
+    (each output type's adapter says what it is)."""
+    from harness.adapters import get_adapter
+
+    return get_adapter(sample.output_type).lm_eval_results(sample)
 
 
 class TaskCodeMetric(Metric):
@@ -282,7 +281,7 @@ def task_code_metrics(task: TaskDocs, builtin: Callable[[Any], Metric]) -> list[
         key = f"metric_list[{i}].metric"
         hib = entry.higher_is_better if entry.higher_is_better is not None else entry.metric not in LOWER_IS_BETTER
         if shared is not None or entry.function is not None:
-            if shared is None and c.output_type != "generate_until":
+            if shared is None and not task.adapter.generates:  # type: ignore[attr-defined]
                 raise HarnessError(f"{task._where(key)}: `{entry.function}` as a metric applies to generate_until tasks; "
                                    f"lm-evaluation-harness computes no such metric for {c.output_type}")
             agg, is_mean, agg_name = _aggregation(task, entry.metric, entry.aggregation, where)
