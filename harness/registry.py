@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import TaskConfig, load_task_config, parse_task_config
+from harness.config import OWN_KEYS, TaskConfig, load_task_config, parse_task_config
 from harness.errors import HarnessError
 from harness.groups import GroupPlan
 from harness import taskfile
@@ -300,7 +300,10 @@ class TaskRegistry:
             if isinstance(entry.raw.get("metadata"), dict) and isinstance(overrides.get("metadata"), dict):
                 raw["metadata"] = {**entry.raw["metadata"], **overrides["metadata"]}
             try:
-                out.append(Selected(self._parse(raw, entry.path)))
+                config = self._parse(raw, entry.path)
+                # the file's own format decides lm-eval's metric conventions, not a group's overrides
+                config.lm_eval_format = not (set(entry.raw) & OWN_KEYS)
+                out.append(Selected(config))
             except HarnessError as err:
                 raise HarnessError(f"{err} (with the keys group {group.name!r} sets in {group.source_file})") from None
         return out

@@ -140,3 +140,21 @@ def test_exact_match_trims_nothing_in_lm_evaluation_harness_files(tmp_path):
     assert score("lmeval") == 0.0  # lm-eval: " 4" != "4 "
     assert score("ours", extra="about: mine\n") == 1.0
     assert score("lmeval_strip", option="    strip: true\n") == 1.0
+
+
+def test_a_group_override_keeps_the_member_file_s_own_conventions(tmp_path):
+    """A group that sets one of this project's keys (chat_template) on an lm-eval file does not
+    turn that file's exact_match into this project's stripped comparison."""
+    from harness.registry import TaskRegistry
+
+    (tmp_path / "d.jsonl").write_text(json.dumps({"q": "2+2?", "a": "4 "}) + "\n")
+    (tmp_path / "em.yaml").write_text(
+        "task: em\ndataset_path: json\ndataset_kwargs: {data_files: d.jsonl}\ntest_split: train\n"
+        "output_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\nmetric_list:\n  - metric: exact_match\n")
+    (tmp_path / "g.yaml").write_text("group: g\ntask:\n  - {task: em, chat_template: never}\n")
+    registry = TaskRegistry([str(tmp_path)])
+    (config,) = registry.select(["g"])
+    assert config.chat_template == "never" and config.lm_eval_format
+    task = Task(config)
+    inst = task.build(task.docs(), chat=None)[0]
+    assert task.metrics[0].sample_stats([task.sample(inst, " 4")])[0] == 0.0
