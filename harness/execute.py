@@ -22,8 +22,11 @@ class ExecutionStats:
     n_cached: int = 0
     n_computed: int = 0
     model_seconds: float = 0.0
-    tokens: int | None = None  # tokens the backend computed (None: it cannot count them)
+    tokens: int | None = None  # tokens of the requests computed (None: the backend cannot count them)
     tokens_requested: int | None = None  # tokens of every unique request, cached ones included
+    # token positions the model actually ran: fewer than `tokens` where requests shared a prefix
+    # (backends with a `tokens_computed` counter); else `tokens`
+    tokens_computed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         tps = self.tokens / self.model_seconds if self.tokens and self.model_seconds > 0 else None
@@ -31,8 +34,15 @@ class ExecutionStats:
             "n_requests": self.n_requests, "n_unique": self.n_unique, "n_cached": self.n_cached,
             "n_computed": self.n_computed, "model_seconds": round(self.model_seconds, 3),
             "tokens": self.tokens, "tokens_per_second": round(tps, 2) if tps else None,
-            "tokens_requested": self.tokens_requested, "tokens_computed": self.tokens,
+            "tokens_requested": self.tokens_requested, "tokens_computed": self.tokens_computed,
         }
+
+    @property
+    def computed_share(self) -> float | None:
+        """tokens_computed / tokens_requested: what the cache and shared prefixes left to run."""
+        if self.tokens_computed is None or not self.tokens_requested:
+            return None
+        return self.tokens_computed / self.tokens_requested
 
 
 def execute(
@@ -77,6 +87,7 @@ def execute(
     chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     counter = getattr(model, "count_tokens", None)
     tokens = 0 if counter else None
+    computed = 0 if counter else None
     bar = progress.bar(len(missing), label, "req", disable=not missing or not distributed.is_main())
     try:
         for chunk in chunks:
@@ -92,6 +103,7 @@ def execute(
                 mine = group.shard(keys) if group is not None else keys
                 reqs = [unique[k][1] for k in mine]
                 started = time.perf_counter()
+                ran_before = _ran(model, adapter.method)
                 # Backends that answer one request at a time (servers) hand over each answer as it
                 # arrives; it is cached at once, so a server dying mid-chunk loses none of them.
                 on_answer = None
@@ -99,7 +111,9 @@ def execute(
                     on_answer = lambda i, r, mine=mine: cache.put_many(fingerprint, {mine[i]: _jsonable(r)})  # noqa: E731
                 results = adapter.call(model, reqs, rolling, on_answer) if reqs else []
                 if tokens is not None and reqs:
-                    tokens += adapter.count_tokens(counter, reqs, results)
+                    n = adapter.count_tokens(counter, reqs, results)
+                    tokens += n
+                    computed += n if ran_before is None else _ran(model, adapter.method) - ran_before
                 fresh = {k: _jsonable(r) for k, r in zip(mine, results)}
                 if group is not None:
                     fresh = group.gather(fresh)
@@ -112,10 +126,18 @@ def execute(
         bar.close()
     if group is not None and tokens is not None:
         tokens = int(group.total(tokens))
-    stats.tokens = tokens
+        computed = int(group.total(computed))
+    stats.tokens, stats.tokens_computed = tokens, computed
     if tokens is not None:
         stats.tokens_requested = tokens + _cached_tokens(counter, unique, answers, set(missing))
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
+
+
+def _ran(model: LanguageModel, method: str) -> int | None:
+    """The model's running count of token positions it computed, for the methods it counts
+    (scoring; generation is counted by the adapter); None where it keeps no count."""
+    value = getattr(model, "tokens_computed", None)
+    return value if isinstance(value, int) and method != "generate_until" else None
 
 
 def _cached_tokens(counter: Any, unique: dict[str, tuple[OutputAdapter, Any]], answers: dict[str, Any],

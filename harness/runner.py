@@ -296,6 +296,8 @@ def run_task(model, task: Task, *, cache: ResponseCache | None, options: RunOpti
                 row.setdefault("filters", {})[name] = {"answer": kept[inst.index], "scores": scores}
         rows.append(row)
     summary = ", ".join(f"{n} {m.value:.4g}" for n, m in by_filter[primary_filter].items() if m.value is not None)
+    share = exec_stats.computed_share  # below 1 where the cache or shared prefixes saved work
+    ran = f", {share:.0%} of tokens run" if share is not None else ""
     progress.write(f"{model.info.spec} | {task.name}: {summary} ({len(instances)} docs, "
-                   f"{exec_stats.n_computed} computed, {exec_stats.n_cached} cached, {total:.1f}s)")
+                   f"{exec_stats.n_computed} computed, {exec_stats.n_cached} cached{ran}, {total:.1f}s)")
     return record, rows

@@ -86,7 +86,10 @@ def test_identity(scratch_smollm2, hf_smollm2):
 
 
 def test_logits_match_transformers(scratch_smollm2, hf_smollm2, corpus_ids):
-    """max |Δ logit| <= 1e-3 in float32 over 8 prompts of up to 512 tokens, one padded batch each way."""
+    """max |Δ logit| <= 1e-3 in float32 over 8 prompts of up to 512 tokens, one padded batch each way.
+    Observed on an AVX2 CPU: 9.5e-5 (single prompts) and 7.0e-5 (padded batches) on logits up to 40,
+    about 2e-6 relative; 1e-3 is a 10x margin for other CPUs' summation order. A wrong rotary
+    position or mask moves logits by more than 0.1."""
     model = scratch_smollm2.model
     worst = 0.0
     for n in (512, 256, 100, 37):  # single prompts
@@ -157,7 +160,9 @@ def test_greedy_continuations_match_transformers(scratch_smollm2, hf_smollm2, gr
 
 
 def test_harness_loglikelihoods_match_hf_backend(scratch_smollm2, hf_smollm2):
-    """Through the harness: loglikelihood and rolling loglikelihood within 1e-4 per token."""
+    """Through the harness: loglikelihood within 1e-4 per token (observed on an AVX2 CPU: 1.9e-5,
+    the size of float32 batch-composition noise), rolling loglikelihood within 3e-5 per token
+    (observed 1.3e-6: long windows average the per-position noise out)."""
     requests = [(p[:60], p[60:120]) for p in PARAGRAPHS] + [
         ("Question: What is the capital of France?\nAnswer:", " Paris"),
         ("Question: What is the capital of France?\nAnswer:", " Berlin"),
@@ -172,7 +177,7 @@ def test_harness_loglikelihoods_match_hf_backend(scratch_smollm2, hf_smollm2):
     for kwargs in ({}, {"max_length": 128}, {"max_length": 128, "stride": 64}):
         for (a, n), (b, m) in zip(scratch_smollm2.loglikelihood_rolling(texts, **kwargs),
                                   hf_smollm2.loglikelihood_rolling(texts, **kwargs)):
-            assert n == m and abs(a - b) <= 1e-4 * n
+            assert n == m and abs(a - b) <= 3e-5 * n
 
 
 def test_generate_through_harness_matches_hf_backend(scratch_smollm2, hf_smollm2):
@@ -202,4 +207,4 @@ def test_bfloat16_stays_close(scratch_smollm2, corpus_ids, kernels):
     assert bf16.model.tok_embeddings.weight.dtype == torch.bfloat16
     pairs = [(corpus_ids[:1], corpus_ids[1:200]), (corpus_ids[300:340], corpus_ids[340:380])]
     for (a, _), (b, _), (_, cont) in zip(bf16.score_token_batch(pairs), scratch_smollm2.score_token_batch(pairs), pairs):
-        assert abs(a - b) / len(cont) < 0.05
+        assert abs(a - b) / len(cont) < 0.05  # observed 0.006 and 0.013 per token (fallback, AVX2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -62,17 +63,21 @@ class HFLanguageModel(TorchLM):
     """A causal LM from transformers. `name` is a built-in name, directory, .gguf file or hub id."""
 
     backend = "hf"
-    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "trust_remote_code", "revision"})
+    accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "trust_remote_code", "revision",
+                                  "prefix_sharing"})
     code_modules = ("harness.models.torch_lm", "harness.models.hf")
     devices = ("cpu", "cuda", "mps")
     seeds_per_row = True  # sampled rows draw from their own generators (RowSampler)
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
-                 max_length: int | None = None, trust_remote_code: bool = False, revision: str | None = None):
+                 max_length: int | None = None, trust_remote_code: bool = False, revision: str | None = None,
+                 prefix_sharing: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
         self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
+        # not in the cache key: shared and unshared scores differ by float summation order only
+        self.prefix_sharing = bool(prefix_sharing)
         location = self.source.location
         if self.source.kind == "gguf":
             location = str(converted_gguf_dir(self.source))
@@ -113,6 +118,12 @@ class HFLanguageModel(TorchLM):
         logits = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=keep
         ).logits  # [B, keep, V]
+        return self._responses(logits, inputs, pairs, first)
+
+    @staticmethod
+    def _responses(logits: torch.Tensor, inputs: list[list[int]], pairs: Sequence[TokenPair],
+                   first: int) -> list[LoglikelihoodResponse]:
+        """Responses from logits [B, W - first, V] of right-padded inputs (position `first` on)."""
         results = []
         for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
             start = len(x) - len(cont) - first
@@ -122,6 +133,45 @@ class HFLanguageModel(TorchLM):
             greedy = bool((row.argmax(-1) == target).all())
             results.append((logprob, greedy))
         return results
+
+    # -- shared prefixes (harness/models/shared_prefix.py): transformers' past_key_values -----------
+
+    @torch.inference_mode()
+    def extend_prefix(self, state, tokens: list[int]):  # noqa: ANN001, ANN201 - a transformers Cache
+        """The prefix's DynamicCache (batch 1) extended by `tokens`; `state` is left as it was."""
+        from transformers import DynamicCache
+
+        cache = copy.deepcopy(state) if state is not None else DynamicCache(config=self.model.config)
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        self.model(input_ids=ids, **{self._cache_kwarg: cache}, use_cache=True, logits_to_keep=1)
+        return cache
+
+    @property
+    def _cache_kwarg(self) -> str:
+        """transformers 5.x calls past_key_values `cache` (the old name is deprecated)."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    @torch.inference_mode()
+    def score_suffix_batch(self, state, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:  # noqa: ANN001
+        """score_token_batch for inputs that continue the prefix in `state`: the right-padded
+        suffixes in one pass over a copy of its cache repeated along the batch."""
+        inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
+        width = max(len(x) for x in inputs)
+        n_past = state.get_seq_length()
+        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
+        mask = torch.zeros((len(inputs), n_past + width), dtype=torch.long)  # the prefix, then each row
+        mask[:, :n_past] = 1
+        for i, x in enumerate(inputs):
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, n_past : n_past + len(x)] = 1
+        cache = copy.deepcopy(state)
+        cache.batch_repeat_interleave(len(inputs))
+        first = min(len(x) - len(cont) for x, (_, cont) in zip(inputs, pairs))
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                            **{self._cache_kwarg: cache}, use_cache=True, logits_to_keep=width - first).logits
+        return self._responses(logits, inputs, pairs, first)
 
     def position_logits(self, tokens: Sequence[int]) -> torch.Tensor:
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)

@@ -34,6 +34,9 @@ class TokenizedLM(LanguageModel):
     # Sampled requests with equal settings may share a batch: the backend seeds each row from its
     # own request (generate_batch's `requests`). Otherwise each sampled request runs alone.
     seeds_per_row: bool = False
+    # Score requests that share a token prefix from one pass over it (shared_prefix.py); backends
+    # that define extend_prefix and score_suffix_batch turn it on (option prefix_sharing).
+    prefix_sharing: bool = False
 
     @property
     @abstractmethod
@@ -122,11 +125,52 @@ class TokenizedLM(LanguageModel):
                     ctx = ctx[-keep:]
             clipped.append((ctx, cont))
         self._count_truncated("loglikelihood", n_cut, len(pairs))
+        if self.prefix_sharing and len(clipped) > 1:
+            return self.run_shared(clipped)
         return self.run_batches(clipped)
 
     def run_batches(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
         """score_token_batch over batches of pairs that fit the model, longest first."""
-        return batched(pairs, lambda p: len(p[0]) + len(p[1]), self.batch_size, self.score_token_batch)
+        out = batched(pairs, lambda p: len(p[0]) + len(p[1]), self.batch_size, self.score_token_batch)
+        self.tokens_computed += sum(max(0, len(c) + len(x) - 1) for c, x in pairs)
+        return out
+
+    def run_shared(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """The pairs scored with their shared prefixes computed once (shared_prefix.plan); the
+        ones that share nothing worth a pass go through run_batches as they would unshared."""
+        from harness.models.shared_prefix import plan, run_plan
+
+        def extend(state: Any, tokens: list[int]) -> Any:
+            self.tokens_computed += len(tokens)
+            return self.extend_prefix(state, tokens)
+
+        def suffixes(state: Any, batch: list[TokenPair]) -> list[LoglikelihoodResponse]:
+            out = batched(batch, lambda p: len(p[0]) + len(p[1]), self.batch_size,
+                          lambda rows: self.score_suffix_batch(state, rows))
+            self.tokens_computed += sum(len(c) + len(x) - 1 for c, x in batch)
+            return out
+
+        return run_plan(plan(pairs), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes)
+
+    def extend_prefix(self, state: Any, tokens: list[int]) -> Any:
+        """A new prefix state: `state`'s tokens (None: none) followed by `tokens`, one batch-1
+        pass; `state` itself stays usable. Backends with prefix_sharing define it."""
+        raise NotImplementedError(f"{type(self).__name__} does not share prefixes")
+
+    def score_suffix_batch(self, state: Any, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """score_token_batch for pairs whose inputs continue the prefix held by `state`: each
+        (context rest, continuation) is scored as if the prefix's tokens came before it."""
+        raise NotImplementedError(f"{type(self).__name__} does not share prefixes")
+
+    @property
+    def tokens_computed(self) -> int:
+        """Token positions run through the model for loglikelihood requests since it was loaded
+        (padding excluded; a shared prefix counts once): a runner records the difference."""
+        return self.__dict__.get("_tokens_computed", 0)
+
+    @tokens_computed.setter
+    def tokens_computed(self, value: int) -> None:
+        self.__dict__["_tokens_computed"] = value
 
     # -- truncation bookkeeping ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
 from harness.models.scratch.generate import Job, Sampling, generate_continuous, generate_tokens, make_decode_step
 from harness.models.scratch.model import Transformer
+from harness.models.scratch.prefix import PrefixState, forward_after
 from harness.models.scratch.packing import apply_kernels, choose_kernels, cpu_features, requested_kernels
 from harness.models.scratch.quant import parse_quant, quantize_model, requested_quant_kernels
 from harness.models.scratch.weights import load_gguf, load_hf_dir
@@ -64,14 +65,17 @@ class ScratchLanguageModel(TorchLM):
 
     backend = "scratch"
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile", "kernels",
-                                  "quant", "group", "quant_kernels"})
+                                  "quant", "group", "quant_kernels", "prefix_sharing"})
     code_modules = ("harness.models.torch_lm", "harness.models.scratch")
     seeds_per_row = True  # each request samples from a generator seeded by its own seed
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
                  max_length: int | None = None, compile: bool = False, kernels: str | None = None,
-                 quant: str | None = None, group: int | str | None = None, quant_kernels: str | None = None):
+                 quant: str | None = None, group: int | str | None = None, quant_kernels: str | None = None,
+                 prefix_sharing: bool = True):
         self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
+        # not in the cache key: shared and unshared scores differ by float summation order only
+        self.prefix_sharing = bool(prefix_sharing)
         if compile and not self.device.startswith("cuda"):
             raise HarnessError("compile=True is for cuda (CUDA graphs); on cpu the eager oneDNN path is "
                                "faster, so leave compile off")
@@ -145,6 +149,11 @@ class ScratchLanguageModel(TorchLM):
             parts.append(hidden[rows_t[keep] - first, cols_t[keep]])
         scored = torch.cat(parts)  # [N, dim]: rows are in order, so this is the order of `targets`
         del hidden, parts
+        return self._score_rows(scored, targets, pairs)
+
+    def _score_rows(self, scored: torch.Tensor, targets: list[int], pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """Responses from the hidden states [N, dim] that predict `targets` (the pairs'
+        continuations, concatenated): the head and log-softmax a chunk of positions at a time."""
         target = torch.tensor(targets, device=self.device)  # [N]
         chunk = max(1, HEAD_CHUNK_ELEMENTS // self.config.vocab_size)
         logprobs, greedy = [], []
@@ -160,6 +169,30 @@ class ScratchLanguageModel(TorchLM):
             results.append((token_logprobs[at : at + n].sum().item(), bool(token_greedy[at : at + n].all())))
             at += n
         return results
+
+    # -- shared prefixes (harness/models/shared_prefix.py) ----------------------------------------
+
+    @torch.inference_mode()
+    def extend_prefix(self, state: PrefixState | None, tokens: list[int]) -> PrefixState:
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)  # [1, T]
+        return forward_after(self.model, ids, state)[1]
+
+    @torch.inference_mode()
+    def score_suffix_batch(self, state: PrefixState, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """score_token_batch for inputs that continue `state`'s prefix: one right-padded pass of
+        the suffixes against the prefix's keys and values."""
+        inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
+        width = max(len(x) for x in inputs)
+        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
+        rows, cols, targets = [], [], []
+        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
+            ids[i, : len(x)] = torch.tensor(x)
+            rows += [i] * len(cont)
+            cols += range(len(x) - len(cont), len(x))
+            targets += cont
+        hidden, _ = forward_after(self.model, ids.to(self.device), state)  # [B, W, dim]
+        scored = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
+        return self._score_rows(scored, targets, pairs)
 
     def position_logits(self, tokens: Sequence[int]) -> torch.Tensor:
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)  # [1, T]
