@@ -87,27 +87,49 @@ def run_plan(
     pairs: Sequence[TokenPair],
     *,
     unshared: Callable[[list[TokenPair]], list[Any]],
-    extend: Callable[[Any, list[int]], Any],
-    suffixes: Callable[[Any, list[TokenPair]], list[Any]],
+    extend: Callable[[Any, list[int]], Any] | None = None,
+    suffixes: Callable[[Any, list[TokenPair]], list[Any]] | None = None,
+    extend_many: Callable[[list[tuple[Any, list[int]]]], list[Any]] | None = None,
+    suffixes_many: Callable[[list[tuple[Any, list[TokenPair]]]], list[list[Any]]] | None = None,
+    nodes_per_pass: int = 16,
 ) -> list[Any]:
     """Score every pair by the plan: the root's requests by `unshared(pairs)`; a node's prefix by
     `extend(parent_state or None, tokens)`, its requests by `suffixes(state, (context[end:],
-    continuation) pairs)`. Results in the order of `pairs`."""
+    continuation) pairs)`. Results in the order of `pairs`.
+
+    Sibling nodes go up to `nodes_per_pass` at a time: a backend with `extend_many` (a list of
+    (state, tokens) jobs) and `suffixes_many` (a list of (state, pairs)) runs each group in one
+    batched pass, since many one-question passes cost far more than one pass over them all on a
+    CPU (each pass reads every weight). At most one such group of states per depth is alive."""
     out: list[Any] = [None] * len(pairs)
+    if root.items:
+        for i, r in zip(root.items, unshared([pairs[i] for i in root.items])):
+            out[i] = r
+    if extend_many is None:
+        assert extend is not None
+        extend_many = lambda jobs: [extend(state, tokens) for state, tokens in jobs]  # noqa: E731
+    if suffixes_many is None:
+        assert suffixes is not None
+        suffixes_many = lambda work: [suffixes(state, batch) for state, batch in work]  # noqa: E731
 
-    def visit(node: PrefixNode, state: Any) -> None:
-        if node.items:
-            if state is None:
-                results = unshared([pairs[i] for i in node.items])
-            else:
-                results = suffixes(state, [(pairs[i][0][node.end :], pairs[i][1]) for i in node.items])
-            for i, r in zip(node.items, results):
-                out[i] = r
-        for child in node.children:
-            ctx, cont = pairs[child.first]
-            visit(child, extend(state, (ctx + cont)[child.start : child.end]))
+    def visit(level: list[tuple[PrefixNode, Any]]) -> None:
+        level = sorted(level, key=lambda item: item[0].end - item[0].start)  # alike lengths pad little
+        for a in range(0, len(level), nodes_per_pass):
+            part = level[a : a + nodes_per_pass]
+            jobs = []
+            for node, state in part:
+                ctx, cont = pairs[node.first]
+                jobs.append((state, (ctx + cont)[node.start : node.end]))
+            states = extend_many(jobs)
+            scored = [(node, st) for (node, _), st in zip(part, states) if node.items]
+            results = suffixes_many([(st, [(pairs[i][0][node.end :], pairs[i][1]) for i in node.items])
+                                     for node, st in scored])
+            for (node, _), rows in zip(scored, results):
+                for i, r in zip(node.items, rows):
+                    out[i] = r
+            visit([(child, st) for (node, _), st in zip(part, states) for child in node.children])
 
-    visit(root, None)
+    visit([(child, None) for child in root.children])
     return out
 
 

@@ -150,7 +150,18 @@ class TokenizedLM(LanguageModel):
             self.tokens_computed += sum(len(c) + len(x) - 1 for c, x in batch)
             return out
 
-        return run_plan(plan(pairs), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes)
+        many: dict[str, Any] = {}
+        if hasattr(self, "extend_prefix_many"):  # one batched pass for many prefixes
+            def extend_many(jobs: list[tuple[Any, list[int]]]) -> list[Any]:
+                self.tokens_computed += sum(len(tokens) for _, tokens in jobs)
+                return self.extend_prefix_many(jobs)
+
+            def suffixes_many(work: list[tuple[Any, list[TokenPair]]]) -> list[list[LoglikelihoodResponse]]:
+                self.tokens_computed += sum(len(c) + len(x) - 1 for _, batch in work for c, x in batch)
+                return self.score_suffix_many(work)
+
+            many = {"extend_many": extend_many, "suffixes_many": suffixes_many}
+        return run_plan(plan(pairs), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes, **many)
 
     def extend_prefix(self, state: Any, tokens: list[int]) -> Any:
         """A new prefix state: `state`'s tokens (None: none) followed by `tokens`, one batch-1

@@ -13,7 +13,7 @@ from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
 from harness.models.scratch.generate import Job, Sampling, generate_continuous, generate_tokens, make_decode_step
 from harness.models.scratch.model import Transformer
-from harness.models.scratch.prefix import PrefixState, forward_after
+from harness.models.scratch.prefix import PrefixState, forward_after, forward_rows_after
 from harness.models.scratch.packing import apply_kernels, choose_kernels, cpu_features, requested_kernels
 from harness.models.scratch.quant import parse_quant, quantize_model, requested_quant_kernels
 from harness.models.scratch.weights import load_gguf, load_hf_dir
@@ -193,6 +193,48 @@ class ScratchLanguageModel(TorchLM):
         hidden, _ = forward_after(self.model, ids.to(self.device), state)  # [B, W, dim]
         scored = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
         return self._score_rows(scored, targets, pairs)
+
+    @torch.inference_mode()
+    def extend_prefix_many(self, jobs: Sequence[tuple[PrefixState | None, list[int]]]) -> list[PrefixState]:
+        """extend_prefix for many (state, tokens) jobs in one right-padded pass."""
+        lengths = [len(tokens) for _, tokens in jobs]
+        ids = torch.full((len(jobs), max(lengths)), self.pad_token_id, dtype=torch.long)  # [B, T]
+        for b, (_, tokens) in enumerate(jobs):
+            ids[b, : len(tokens)] = torch.tensor(tokens)
+        return forward_rows_after(self.model, ids.to(self.device), lengths, [s for s, _ in jobs], keep_state=True)[1]
+
+    @torch.inference_mode()
+    def score_suffix_many(self, work: Sequence[tuple[PrefixState, Sequence[TokenPair]]]) -> list[list[LoglikelihoodResponse]]:
+        """score_suffix_batch for the requests of many prefixes at once: rows of different
+        prefixes share a pass, a few thousand tokens (prefix keys included) at a time."""
+        rows = [(w, state, pair) for w, (state, batch) in enumerate(work) for pair in batch]
+        results: list[list[LoglikelihoodResponse]] = [[] for _ in work]
+        at = 0
+        while at < len(rows):
+            # grow the pass while its padded size stays within the CPU budget (always at least one row)
+            end, width = at + 1, len(rows[at][2][0]) + len(rows[at][2][1]) - 1
+            while end < len(rows) and end - at < 4 * self.batch_size:
+                w2 = max(width, len(rows[end][2][0]) + len(rows[end][2][1]) - 1)
+                if self.device == "cpu" and (end + 1 - at) * w2 > CPU_BODY_TOKENS:
+                    break
+                end, width = end + 1, w2
+            part = rows[at:end]
+            pairs = [pair for _, _, pair in part]
+            inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
+            ids = torch.full((len(inputs), max(len(x) for x in inputs)), self.pad_token_id, dtype=torch.long)
+            r_idx, c_idx, targets = [], [], []
+            for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
+                ids[i, : len(x)] = torch.tensor(x)
+                r_idx += [i] * len(cont)
+                c_idx += range(len(x) - len(cont), len(x))
+                targets += cont
+            hidden, _ = forward_rows_after(self.model, ids.to(self.device), [len(x) for x in inputs],
+                                           [state for _, state, _ in part])
+            scored = hidden[torch.tensor(r_idx, device=self.device), torch.tensor(c_idx, device=self.device)]
+            for (w, _, _), response in zip(part, self._score_rows(scored, targets, pairs)):
+                results[w].append(response)
+            at = end
+        return results
 
     def position_logits(self, tokens: Sequence[int]) -> torch.Tensor:
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)  # [1, T]
