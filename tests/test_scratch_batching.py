@@ -183,3 +183,13 @@ def test_smollm2_sampled_texts_do_not_depend_on_batch_size_or_company(smollm2):
     reversed_order = smollm2.generate(requests[::-1])[::-1]
     assert four == one == reversed_order
     assert len(set(four)) == len(four)  # each request its own draw
+
+
+def test_streaming_hears_every_token_the_last_one_too(tiny_lm):
+    """stream_token_ids (harness bench's hook) calls on_token once per new token of each row,
+    including the one that reaches max_new_tokens."""
+    heard: list[tuple[int, int]] = []
+    out = tiny_lm.stream_token_ids([[1, 2, 3], [4, 5]], 4, lambda row, token: heard.append((row, token)))
+    assert [len(row) for row in out] == [4, 4]
+    for row in (0, 1):
+        assert [t for r, t in heard if r == row] == out[row]

@@ -161,8 +161,9 @@ def generate_continuous(
                 finished = token in eos
                 if not finished:
                     row.out.append(token)
-                    finished = (row.picks >= jobs[row.job].max_new_tokens
-                                or (should_stop is not None and should_stop(row.job, row.out)))
+                    # should_stop sees every new token, the last one too (streaming callbacks use it)
+                    stopped = should_stop is not None and should_stop(row.job, row.out)
+                    finished = stopped or row.picks >= jobs[row.job].max_new_tokens
                 if finished:
                     rows[r] = None
                     if on_done is not None:
