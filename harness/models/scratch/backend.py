@@ -120,22 +120,27 @@ class ScratchLanguageModel(TorchLM):
 
     # -- forward passes -------------------------------------------------------------------------
 
+    def _right_padded(self, pairs: Sequence[TokenPair]) -> tuple[torch.Tensor, list[int], list[int], list[int], list[list[int]]]:
+        """The inputs (context + continuation)[:-1] of the pairs as a right-padded [B, W] batch, and
+        the (row, column) of every position that predicts a continuation token, with its target."""
+        inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
+        ids = torch.full((len(inputs), max(len(x) for x in inputs)), self.pad_token_id, dtype=torch.long)  # [B, W]
+        rows, cols, targets = [], [], []
+        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
+            ids[i, : len(x)] = torch.tensor(x)
+            rows += [i] * len(cont)
+            cols += range(len(x) - len(cont), len(x))
+            targets += cont
+        return ids, rows, cols, targets, inputs
+
     @torch.inference_mode()
     def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
         """One forward pass over the right-padded batch; the output head and log-softmax run only
         at the positions that predict a continuation token, a chunk of positions at a time."""
         if not any(cont for _, cont in pairs):  # nothing to score (a continuation merged into its context)
             return [(0.0, True)] * len(pairs)
-        inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
-        width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
-        rows, cols, targets = [], [], []
-        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
-            ids[i, : len(x)] = torch.tensor(x)
-            start = len(x) - len(cont)
-            rows += [i] * len(cont)
-            cols += range(start, len(x))
-            targets += cont
+        ids, rows, cols, targets, inputs = self._right_padded(pairs)
+        width = ids.shape[1]
         ids = ids.to(self.device)
         positions = torch.arange(width, device=self.device)  # [W], the same for every row
         # On CPU the body runs over a few rows at a time: activations of ~2k tokens stay in cache
@@ -181,15 +186,7 @@ class ScratchLanguageModel(TorchLM):
     def score_suffix_batch(self, state: PrefixState, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
         """score_token_batch for inputs that continue `state`'s prefix: one right-padded pass of
         the suffixes against the prefix's keys and values."""
-        inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
-        width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
-        rows, cols, targets = [], [], []
-        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
-            ids[i, : len(x)] = torch.tensor(x)
-            rows += [i] * len(cont)
-            cols += range(len(x) - len(cont), len(x))
-            targets += cont
+        ids, rows, cols, targets, _ = self._right_padded(pairs)
         hidden, _ = forward_after(self.model, ids.to(self.device), state)  # [B, W, dim]
         scored = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
         return self._score_rows(scored, targets, pairs)
@@ -220,14 +217,7 @@ class ScratchLanguageModel(TorchLM):
                 end, width = end + 1, w2
             part = rows[at:end]
             pairs = [pair for _, _, pair in part]
-            inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
-            ids = torch.full((len(inputs), max(len(x) for x in inputs)), self.pad_token_id, dtype=torch.long)
-            r_idx, c_idx, targets = [], [], []
-            for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
-                ids[i, : len(x)] = torch.tensor(x)
-                r_idx += [i] * len(cont)
-                c_idx += range(len(x) - len(cont), len(x))
-                targets += cont
+            ids, r_idx, c_idx, targets, inputs = self._right_padded(pairs)
             hidden, _ = forward_rows_after(self.model, ids.to(self.device), [len(x) for x in inputs],
                                            [state for _, state, _ in part])
             scored = hidden[torch.tensor(r_idx, device=self.device), torch.tensor(c_idx, device=self.device)]
