@@ -34,6 +34,11 @@ from tests.test_lmeval_prompts import CASES, LM_EVAL_TASKS, WORDS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RELATIVE = 1e-6
+# lambada's `perplexity` is exp(-mean log-likelihood) of one short continuation per document: its
+# relative error is the absolute error of that mean, i.e. float32 noise of single-token logprobs
+# (2.4e-5 per token between batch compositions on the AVX2 CPU); observed 4.8e-7 and 1.1e-6 in
+# two runs. Corpus perplexities (wikitext) average the noise away and keep 1e-6.
+PER_REQUEST_RELATIVE = 1e-5
 MAX_GEN_TOKS = 24
 FEWSHOT = 2  # the run's num_fewshot for the few-shot group
 
@@ -230,7 +235,8 @@ def test_perplexities_match_lm_evaluation_harness(name, runs):
     for metric in PERPLEXITY[name]:
         value = _ours(ours, metric, None)
         assert math.isfinite(value)
-        assert value == pytest.approx(theirs[f"{metric},none"], rel=RELATIVE), metric
+        tolerance = PER_REQUEST_RELATIVE if metric == "perplexity" else RELATIVE
+        assert value == pytest.approx(theirs[f"{metric},none"], rel=tolerance), metric
 
 
 @pytest.mark.parametrize("name", ["triviaqa", "gsm8k", "super_glue-cb-t5-prompt", "bbh_zeroshot_web_of_lies"])
