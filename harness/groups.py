@@ -117,16 +117,18 @@ def lmeval_group_scores(name: str, plans: dict[str, GroupPlan], tasks: Mapping[s
     return out
 
 
-def _alike_key(task: TaskResult, metric: Any) -> tuple:
+def _alike_key(task: TaskResult, name: str) -> tuple:
+    """What must agree for two members' values of metric `name` to be pooled: the signature the
+    task recorded for it, its output type, language and application."""
     config = task.config or {}
     tags = config.get("tag") or []
     application = tags[-1] if isinstance(tags, list) and tags else None
-    return (repr(sorted((metric.signature() or {}).items())), config.get("output_type"), config.get("language"), application)
+    return (repr(sorted((task.metrics[name].signature or {}).items())), config.get("output_type"), config.get("language"), application)
 
 
 def _describe_split(classes: dict[tuple, list[str]]) -> str:
     parts = []
-    for (signature, output_type, language, application), names in classes.items():
+    for (_, output_type, language, application), names in classes.items():
         parts.append(f"{'+'.join(names)} ({application or output_type}, {language})")
     return "measured differently across " + "; ".join(parts)
 
@@ -149,7 +151,7 @@ def pooled_group_scores(members: Sequence[str], tasks: Mapping[str, TaskResult],
             continue
         classes: dict[tuple, list[str]] = {}
         for t in with_metric:
-            classes.setdefault(_alike_key(tasks[t], scores[t].metrics[name]), []).append(t)
+            classes.setdefault(_alike_key(tasks[t], name), []).append(t)
         if len(classes) > 1:
             notes[name] = _describe_split(classes)
             continue
