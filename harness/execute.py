@@ -81,10 +81,7 @@ def execute(
     stats.n_cached = len(answers)
     missing = [k for k in unique if k not in answers]
     stats.n_computed = len(missing)
-    # Chunks depend only on the requests, never on what the cache holds, so a resumed run
-    # computes exactly the batches the first run would have.
-    ordered = sorted(unique, key=lambda k: (-unique[k][0].length(unique[k][1]), k))
-    chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+    chunks = _chunks(unique, chunk_size)
     counter = getattr(model, "count_tokens", None)
     tokens = 0 if counter else None
     computed = 0 if counter else None
@@ -131,6 +128,34 @@ def execute(
     if tokens is not None:
         stats.tokens_requested = tokens + _cached_tokens(counter, unique, answers, set(missing))
     return [[answers[k] for k in keys] for keys in keys_per_instance], stats
+
+
+def _chunks(unique: dict[str, tuple[OutputAdapter, Any]], size: int) -> list[list[str]]:
+    """The requests in backend calls of about `size` each. Chunks depend only on the requests,
+    never on what the cache holds, so a resumed run computes exactly the batches the first run
+    would have. Requests with a share key (a continuation's context) are ordered by it and a
+    chunk never ends inside a run of equal keys, so a question's choices, and neighbouring
+    documents behind one few-shot block, reach the backend together and share their prefix;
+    the others go longest first."""
+    def share(k: str) -> tuple[str, str | None]:
+        adapter, req = unique[k]
+        return adapter.method, adapter.share_key(req)
+
+    def order(k: str) -> tuple[Any, ...]:
+        method, key = share(k)
+        return method, key is not None, key or "", -unique[k][0].length(unique[k][1]), k
+
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    last: tuple[str, str | None] | None = None
+    for k in sorted(unique, key=order):
+        here = share(k)
+        if len(current) >= size and (here[1] is None or here != last):
+            chunks.append(current)
+            current = []
+        current.append(k)
+        last = here
+    return chunks + [current] if current else chunks
 
 
 def _ran(model: LanguageModel, method: str) -> int | None:

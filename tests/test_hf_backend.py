@@ -32,6 +32,82 @@ def test_scores_do_not_depend_on_batch_size(hf_smollm2):
         assert abs(a - b) <= 1e-4 and na == nb
 
 
+def test_long_scoring_runs_the_head_over_chunks_of_positions_with_the_same_numbers(hf_smollm2, monkeypatch):
+    """Long rolling windows: the head runs a chunk of scored positions at a time (no [batch,
+    positions, vocab] logits), and the scores are transformers' whole-forward ones (observed
+    difference 0 to a few 1e-7 per token on this CPU)."""
+    from harness.models import hf, torch_lm
+
+    model = hf_smollm2
+    text = model.tok_encode(" ".join(c + x for c, x in REQUESTS) * 3)
+    pairs = [(text[:1], text[1:]), (text[:40], text[40:300]), (text[:5], text[5:9])]
+    monkeypatch.setattr(hf, "SPLIT_HEAD_LOGITS", 1 << 40)
+    whole = model.score_token_batch(pairs)
+    monkeypatch.setattr(hf, "SPLIT_HEAD_LOGITS", 0)
+    monkeypatch.setattr(torch_lm, "HEAD_CHUNK_ELEMENTS", 100 * model.vocab_size)
+    assert model._split_head() is not None  # its one-time check runs before the hook below
+    head = model.model.get_output_embeddings()
+    seen: list[int] = []
+    handle = head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    try:
+        split = model.score_token_batch(pairs)
+    finally:
+        handle.remove()
+    assert sum(seen) == sum(len(c) for _, c in pairs) and max(seen) <= 100  # scored positions only, chunked
+    for (a, ga), (b, gb), (_, cont) in zip(whole, split, pairs):
+        assert abs(a - b) <= 1e-5 * len(cont) and ga == gb
+
+
+def test_out_of_memory_in_a_shared_pass_halves_the_batch_and_counts_once(hf_smollm2, monkeypatch):
+    """batch_size=auto: an out-of-memory error in a shared-prefix pass retries the call at half
+    the batch, with the same scores, and the failed attempt's tokens are not counted."""
+    import torch
+
+    model = hf_smollm2
+    requests = [("Question: Which of these is a colour? Think of the sky.\nAnswer:", f" {c}")
+                for c in ("blue", "green", "a dog", "seven")] * 2
+    expected = model.loglikelihood(requests)
+    before = model.tokens_computed
+    model.loglikelihood(requests)
+    per_call = model.tokens_computed - before
+    real = type(model).score_suffix_batch
+    failures = []
+
+    def flaky(self, state, pairs):
+        if self.batch_size > 4:
+            failures.append(self.batch_size)
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(self, state, pairs)
+
+    monkeypatch.setattr(type(model), "score_suffix_batch", flaky)
+    monkeypatch.setattr(model, "auto_batch", True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    saved = model.batch_size
+    try:
+        before = model.tokens_computed
+        got = model.loglikelihood(requests)
+        assert failures == [16, 8] and model.batch_size == 4
+        assert model.tokens_computed - before == per_call
+    finally:
+        model.batch_size = saved
+    for (a, ga), (b, gb) in zip(expected, got):
+        assert abs(a - b) <= 1e-4 and ga == gb
+
+
+def test_a_head_that_is_not_plain_keeps_the_whole_forward(hf_smollm2, monkeypatch):
+    """The body/head split is checked against the whole model first: logits that the model
+    scales after its head (as some architectures do) keep transformers' own forward."""
+    model = hf_smollm2
+    head = model.model.get_output_embeddings()
+    assert model._split_head() is not None  # SmolLM2's logits are its head's output
+    saved = model.__dict__.pop("_split")
+    monkeypatch.setattr(model.model, "get_output_embeddings", lambda: (lambda h: 2 * head(h)))
+    try:
+        assert model._split_head() is None
+    finally:
+        model.__dict__["_split"] = saved
+
+
 def test_context_continuation_split_follows_lm_evaluation_harness(hf_smollm2):
     model = hf_smollm2
     context, continuation = model.encode_pair("The cat sat on the ", "mat")

@@ -402,13 +402,14 @@ def test_backend_imports_no_transformers_modeling_code(tiny_dir):
 
 
 def test_scoring_applies_the_head_only_at_scored_positions(tiny_dir, monkeypatch):
-    from harness.models.scratch import ScratchLanguageModel, backend
+    from harness.models import torch_lm
+    from harness.models.scratch import ScratchLanguageModel
 
     ours = ScratchLanguageModel(str(tiny_dir), batch_size=4)
     seen: list[tuple[int, ...]] = []
     head = ours.model.head
     monkeypatch.setattr(ours.model, "head", lambda h: seen.append(tuple(h.shape)) or head(h))
-    monkeypatch.setattr(backend, "HEAD_CHUNK_ELEMENTS", 7 * VOCAB)
+    monkeypatch.setattr(torch_lm, "HEAD_CHUNK_ELEMENTS", 7 * VOCAB)
     context = ours.tok_encode(" ".join(TEXTS[:4]))
     pairs = [(context, [5, 6]), (context[:10], [7]), (context[:3], [8, 9, 10])]
     results = ours.score_token_batch(pairs)

@@ -162,3 +162,35 @@ def test_shared_is_the_same_computation_in_float64():
     assert computed_shared < computed_unshared
     for (a, ga), (b, gb) in zip(shared, unshared):
         assert abs(a - b) < 1e-9 and ga == gb
+
+
+def test_execute_keeps_each_question_s_choices_in_one_backend_call():
+    """The runner's chunks are ordered by context and never end inside a run of one context,
+    so the choices of a zero-shot question reach the backend together (before, chunks in
+    length order split them and nothing was shared)."""
+    from harness.execute import _chunks
+    from harness.requests import request_key
+    from harness.runner import RunOptions, prepare_tasks
+
+    (task,) = prepare_tasks(["knowledge_mc"], RunOptions(limit=30))
+    instances = task.build(task.docs()[:30], chat=None)
+    unique = {}
+    for inst in instances:
+        for req in inst.requests:
+            unique.setdefault(request_key(inst.adapter.method, inst.adapter.payload(req, {})), (inst.adapter, req))
+    chunks = _chunks(unique, 32)
+    where = {k: n for n, chunk in enumerate(chunks) for k in chunk}
+    for inst in instances:
+        keys = {request_key(inst.adapter.method, inst.adapter.payload(r, {})) for r in inst.requests}
+        assert len({where[k] for k in keys}) == 1
+    assert sorted(where) == sorted(unique) and all(len(c) >= 32 for c in chunks[:-1])
+
+
+@pytest.mark.slow
+def test_a_zero_shot_multiple_choice_run_shares_each_question(scratch_smollm2):
+    import harness
+    from harness.runner import RunOptions
+
+    results = harness.evaluate([scratch_smollm2], ["knowledge_mc"], RunOptions(limit=12, output_dir=None, use_cache=False, n_boot=0))
+    timing = results.evaluations[0].tasks["knowledge_mc"].timing
+    assert timing["tokens_computed"] < 0.7 * timing["tokens_requested"]

@@ -113,6 +113,13 @@ class OutputAdapter(ABC):
     def length(self, request: Any) -> int:
         """A size for length-sorted batching (longest first)."""
 
+    def share_key(self, request: Any) -> str | None:
+        """What requests that can share computation have in common (the context before a
+        scored continuation), or None. Requests are ordered by it, so that a question's choices
+        and the documents behind one few-shot block land in the same backend call, where the
+        backend computes their common prefix once."""
+        return None
+
     @abstractmethod
     def call(self, model: LanguageModel, requests: list[Any], rolling: dict[str, Any],
              on_answer: AnswerHook | None = None) -> list[Any]:

@@ -36,6 +36,9 @@ class ContinuationAdapter(OutputAdapter):
     def length(self, request: Any) -> int:
         return len(request[0]) + len(request[1])
 
+    def share_key(self, request: Any) -> str | None:
+        return request[0]
+
     def call(self, model: LanguageModel, requests: list[Any], rolling: dict[str, Any],
              on_answer: AnswerHook | None = None) -> list[Any]:
         return model.loglikelihood(requests, **answer_hook(model.loglikelihood, on_answer))

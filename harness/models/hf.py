@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -14,10 +15,14 @@ from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
 from harness.models.source import WeightSource, source_fingerprint
 from harness.models.tokenized import TokenPair
-from harness.models.torch_lm import TorchLM, converted_copy, hub_error, quiet_transformers
+from harness.models.torch_lm import TorchLM, converted_copy, hub_error, quiet_transformers, score_hidden
 from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
+
+# Beyond this many logits in one scoring pass (64 MB in float32: a few hundred scored positions),
+# the head runs a chunk of positions at a time instead of over the whole batch at once.
+SPLIT_HEAD_LOGITS = 1 << 24
 
 
 def converted_gguf_dir(source: WeightSource) -> Path:
@@ -112,13 +117,52 @@ class HFLanguageModel(TorchLM):
         for i, x in enumerate(inputs):
             ids[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
-        # Only positions that predict a continuation token need logits: keep the last `keep`.
+        return self._scores(ids, mask, inputs, pairs)
+
+    def _scores(self, ids: torch.Tensor, mask: torch.Tensor, inputs: list[list[int]], pairs: Sequence[TokenPair],
+                **extra) -> list[LoglikelihoodResponse]:
+        """One forward pass over right-padded inputs (`extra`: a prefix's cache). Only positions
+        that predict a continuation token need logits: the last `keep` of each row. Where those
+        logits would be large (long rolling windows), the body runs alone and the head runs over
+        the scored positions a chunk at a time (score_hidden), as transformers' own forward would
+        compute them, without the [batch, keep, vocab] tensor."""
         first = min(len(x) - len(cont) for x, (_, cont) in zip(inputs, pairs))
-        keep = width - first
-        logits = self.model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=keep
-        ).logits  # [B, keep, V]
-        return self._responses(logits, inputs, pairs, first)
+        keep = ids.shape[1] - first
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        split = self._split_head() if len(inputs) * keep * self.vocab_size > SPLIT_HEAD_LOGITS else None
+        if split is None:
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **extra).logits
+            return self._responses(logits, inputs, pairs, first)  # logits: [B, keep, V]
+        body, head = split
+        hidden = body(input_ids=ids, attention_mask=mask, **extra).last_hidden_state  # [B, W, dim]
+        rows, cols, targets = [], [], []
+        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
+            rows += [i] * len(cont)
+            cols += range(len(x) - len(cont), len(x))
+            targets += cont
+        scored = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
+        del hidden
+        return score_hidden(head, scored, targets, pairs, self.vocab_size)
+
+    @functools.cached_property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def _split_head(self) -> tuple[Callable, Callable] | None:
+        """(body, head) where the model's logits are exactly head(body(...).last_hidden_state):
+        checked once on a few tokens against the whole model, so an architecture that scales or
+        caps its logits (or wraps its head otherwise) keeps transformers' own forward."""
+        if "_split" not in self.__dict__:
+            self._split = None
+            body, head = getattr(self.model, "base_model", None), self.model.get_output_embeddings()
+            if body is not None and body is not self.model and head is not None:
+                ids = torch.tensor([[self.prefix_token_id, 1, 2, 3]], device=self.device)
+                with torch.inference_mode():
+                    whole = self.model(input_ids=ids).logits
+                    parts = head(body(input_ids=ids).last_hidden_state)
+                if whole.shape == parts.shape and torch.allclose(whole, parts, atol=1e-5, rtol=1e-5):
+                    self._split = (body, head)
+        return self._split
 
     @staticmethod
     def _responses(logits: torch.Tensor, inputs: list[list[int]], pairs: Sequence[TokenPair],
@@ -168,10 +212,7 @@ class HFLanguageModel(TorchLM):
             mask[i, n_past : n_past + len(x)] = 1
         cache = copy.deepcopy(state)
         cache.batch_repeat_interleave(len(inputs))
-        first = min(len(x) - len(cont) for x, (_, cont) in zip(inputs, pairs))
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            **{self._cache_kwarg: cache}, use_cache=True, logits_to_keep=width - first).logits
-        return self._responses(logits, inputs, pairs, first)
+        return self._scores(ids, mask, inputs, pairs, **{self._cache_kwarg: cache}, use_cache=True)
 
     def position_logits(self, tokens: Sequence[int]) -> torch.Tensor:
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)

@@ -161,7 +161,9 @@ class TokenizedLM(LanguageModel):
                 return self.score_suffix_many(work)
 
             many = {"extend_many": extend_many, "suffixes_many": suffixes_many}
-        return run_plan(plan(pairs), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes, **many)
+        # sibling prefixes per batched pass follow the batch size (so an out-of-memory retry shrinks them)
+        return run_plan(plan(pairs), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes,
+                        nodes_per_pass=max(1, min(16, 2 * self.batch_size)), **many)
 
     def extend_prefix(self, state: Any, tokens: list[int]) -> Any:
         """A new prefix state: `state`'s tokens (None: none) followed by `tokens`, one batch-1

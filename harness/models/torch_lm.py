@@ -26,6 +26,29 @@ from harness.requests import LoglikelihoodResponse
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HEAD_CHUNK_ELEMENTS = 6 << 20  # logits per chunk of scored positions: 24 MB in float32, cache-sized
+
+
+def score_hidden(head: Callable[[torch.Tensor], torch.Tensor], scored: torch.Tensor, targets: list[int],
+                 pairs: Sequence[TokenPair], vocab_size: int) -> list[LoglikelihoodResponse]:
+    """Responses from the hidden states [N, dim] that predict `targets` (the pairs'
+    continuations, concatenated): the output head and log-softmax run a chunk of positions at a
+    time, so the logits held at once stay small whatever the batch and window."""
+    target = torch.tensor(targets, device=scored.device)  # [N]
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // vocab_size)
+    logprobs, greedy = [], []
+    for start in range(0, len(targets), chunk):
+        logits = head(scored[start : start + chunk]).float().log_softmax(-1)  # [chunk, V]
+        t = target[start : start + chunk]
+        logprobs.append(logits.gather(-1, t[:, None])[:, 0])
+        greedy.append(logits.argmax(-1) == t)
+    token_logprobs, token_greedy = torch.cat(logprobs).cpu(), torch.cat(greedy).cpu()
+    results, at = [], 0
+    for _, cont in pairs:
+        n = len(cont)
+        results.append((token_logprobs[at : at + n].sum().item(), bool(token_greedy[at : at + n].all())))
+        at += n
+    return results
 
 
 def resolve_device(device: str, devices: Sequence[str] = ("cpu", "cuda")) -> str:
@@ -164,12 +187,22 @@ class TorchLM(LocalLM):
 
     def run_batches(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
         """As TokenizedLM's; with batch_size auto, a CUDA out-of-memory error halves the batch."""
+        return self._halving_on_oom(super().run_batches, pairs)
+
+    def run_shared(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        """As TokenizedLM's, with run_batches' out-of-memory retry (the shared passes batch by
+        batch_size too)."""
+        return self._halving_on_oom(super().run_shared, pairs)
+
+    def _halving_on_oom(self, run: Any, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
+        computed = self.tokens_computed  # a failed attempt's passes are not counted
         while True:
             try:
-                return super().run_batches(pairs)
+                return run(pairs)
             except torch.cuda.OutOfMemoryError:
                 if not self.auto_batch or self.batch_size == 1:
                     raise
+                self.tokens_computed = computed
                 self.batch_size //= 2
                 torch.cuda.empty_cache()
                 log.warning("out of memory: retrying with batch size %d", self.batch_size)

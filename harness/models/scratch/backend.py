@@ -19,12 +19,11 @@ from harness.models.scratch.quant import parse_quant, quantize_model, requested_
 from harness.models.scratch.weights import load_gguf, load_hf_dir
 from harness.models.source import WeightSource, source_fingerprint
 from harness.models.tokenized import TokenPair
-from harness.models.torch_lm import TorchLM, converted_copy, hub_error
+from harness.models.torch_lm import TorchLM, converted_copy, hub_error, score_hidden
 from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
 
-HEAD_CHUNK_ELEMENTS = 6 << 20  # logits per chunk of scored positions: 24 MB in float32, cache-sized
 CPU_BODY_TOKENS = 2048  # tokens per forward pass when scoring on CPU
 
 
@@ -157,23 +156,7 @@ class ScratchLanguageModel(TorchLM):
         return self._score_rows(scored, targets, pairs)
 
     def _score_rows(self, scored: torch.Tensor, targets: list[int], pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
-        """Responses from the hidden states [N, dim] that predict `targets` (the pairs'
-        continuations, concatenated): the head and log-softmax a chunk of positions at a time."""
-        target = torch.tensor(targets, device=self.device)  # [N]
-        chunk = max(1, HEAD_CHUNK_ELEMENTS // self.config.vocab_size)
-        logprobs, greedy = [], []
-        for start in range(0, len(targets), chunk):
-            logits = self.model.head(scored[start : start + chunk]).float().log_softmax(-1)  # [chunk, V]
-            t = target[start : start + chunk]
-            logprobs.append(logits.gather(-1, t[:, None])[:, 0])
-            greedy.append(logits.argmax(-1) == t)
-        token_logprobs, token_greedy = torch.cat(logprobs).cpu(), torch.cat(greedy).cpu()
-        results, at = [], 0
-        for _, cont in pairs:
-            n = len(cont)
-            results.append((token_logprobs[at : at + n].sum().item(), bool(token_greedy[at : at + n].all())))
-            at += n
-        return results
+        return score_hidden(self.model.head, scored, targets, pairs, self.config.vocab_size)
 
     # -- shared prefixes (harness/models/shared_prefix.py) ----------------------------------------
 
