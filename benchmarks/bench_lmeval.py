@@ -5,7 +5,8 @@ same numbers, and what each costs.
 
 Writes lm-evaluation-harness task files (its own format, which the harness reads unchanged) into
 a temporary folder over the harness's embedded data:
-  peer_rolling   rolling log-likelihood (word/byte perplexity, bits per byte) of English prose
+  peer_rolling   rolling log-likelihood (word/byte perplexity, bits per byte) of English articles,
+                 each a run of the embedded prose documents (about 2,000 words, as wikitext's are)
   peer_mc        4-way multiple choice, 0-shot (acc, acc_norm)
   peer_mc_3shot  the same questions behind 3 examples (`fewshot_config: sampler: first_n`)
   peer_gen       short-answer generation behind the same 3 examples, greedy, exact match of the
@@ -51,7 +52,8 @@ AGREE_REL = 1e-4
 class Size:
     """How much each task holds. `full` fits in about 15 minutes on an idle 2-core CPU."""
 
-    prose_docs: int  # peer_rolling: one-paragraph English documents (about 97 words each)
+    prose_docs: int  # peer_rolling: articles, each `paragraphs` consecutive lm_en documents
+    paragraphs: int  # (about 97 words each: 20 make an article of about 2,000 words)
     mc_docs: int  # peer_mc and peer_mc_3shot: questions, 4 choices each
     gen_docs: int  # peer_gen: questions answered by greedy generation
     max_gen_toks: int  # peer_gen's generation cap (answers stop at a newline)
@@ -60,8 +62,8 @@ class Size:
 
 
 SIZES = {
-    "small": Size(prose_docs=3, mc_docs=6, gen_docs=6, max_gen_toks=8, decode_tokens=16, decode_repetitions=1),
-    "full": Size(prose_docs=40, mc_docs=40, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=3),
+    "small": Size(prose_docs=2, paragraphs=2, mc_docs=6, gen_docs=6, max_gen_toks=8, decode_tokens=16, decode_repetitions=1),
+    "full": Size(prose_docs=5, paragraphs=20, mc_docs=40, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=3),
 }
 
 ROLLING = """\
@@ -144,7 +146,14 @@ def write_tasks(folder: Path, size: Size) -> dict[str, int]:
     def rows(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
 
-    prose = rows(REPO / "tasks/language_modelling/lm_en.jsonl")[:size.prose_docs]
+    paragraphs = [json.loads(line)["text"] for line in rows(REPO / "tasks/language_modelling/lm_en.jsonl")]
+    if size.prose_docs * size.paragraphs > len(paragraphs):
+        raise SystemExit(f"bench_lmeval: {size.prose_docs} x {size.paragraphs} paragraphs asked, {len(paragraphs)} embedded")
+    # Rolling perplexity is for long documents: an article is a run of paragraphs, one per line
+    # break pair, so its windows (the model's 8,192 tokens) and its word count are what a
+    # wikitext article gives (the peak memory of a long window is part of what is measured).
+    prose = [json.dumps({"text": "\n\n".join(paragraphs[a * size.paragraphs : (a + 1) * size.paragraphs])})
+             for a in range(size.prose_docs)]
     questions = rows(REPO / "tasks/multiple_choice/knowledge.jsonl")
     shots, mc, gen = questions[:3], questions[3:3 + size.mc_docs], questions[3:3 + size.gen_docs]
     for name, lines in {"prose": prose, "shots": shots, "mc": mc, "gen": gen}.items():
@@ -361,7 +370,7 @@ def render(result: dict) -> str:
     env = m["kernels_env"] or "unset"
     lines = [f"machine: {m['summary']}", f"CPU flags: {flags}",
              f"scratch kernels: {', '.join(result['scratch_kernels']) or 'not run'} (HARNESS_CPU_KERNELS {env})",
-             f"size {result['size']}: peer_rolling {s['peer_rolling']} documents ({s['words']} words); "
+             f"size {result['size']}: peer_rolling {s['peer_rolling']} articles ({s['words']} words); "
              f"peer_mc and peer_mc_3shot {s['peer_mc']} questions x 4 choices; peer_gen {s['peer_gen']} questions, "
              f"at most {s['max_gen_toks']} new tokens; float32, batch size {result['batch_size']}, no response cache; "
              f"whole run {result['total_s'] / 60:.1f} min", "",

@@ -133,6 +133,24 @@ def test_backend_batches_mixed_settings_and_reports_answers_as_they_finish(tiny_
 # -- the real SmolLM2-135M-Instruct ------------------------------------------------------------------
 
 
+def test_a_prefix_every_prompt_shares_runs_once_and_changes_no_token(tiny_model, monkeypatch):
+    """Prompts behind one 20-token block (a few-shot prefix): the block runs once and its keys and
+    values are copied into each slot; every answer is token for token what recomputation gives."""
+    block = [(7 * i + 3) % (VOCAB - 1) + 1 for i in range(20)]
+    prompts = [block + tail for tail in ([5, 9], [12, 40, 41], [3], [60, 61, 62, 63], [9, 9])]
+    budgets = [6, 4, 8, 5, 7]
+    seen: list[int] = []
+    real = tiny_model.forward_rows
+    monkeypatch.setattr(tiny_model, "forward_rows", lambda tokens, *a, **k: seen.append(tokens.numel()) or real(tokens, *a, **k))
+    jobs = [Job(p, n) for p, n in zip(prompts, budgets)]
+    shared = generate_continuous(tiny_model, jobs, 2)
+    shared_tokens = sum(seen)
+    seen.clear()
+    unshared = generate_continuous(tiny_model, jobs, 2, share_prefix=False)
+    assert shared == unshared == [recomputed_greedy(tiny_model, p, n) for p, n in zip(prompts, budgets)]
+    assert shared_tokens <= sum(seen) - 4 * 20 + 4  # the block once (rows pad to the longest rest)
+
+
 @pytest.fixture(scope="module")
 def smollm2() -> ScratchLanguageModel:
     return ScratchLanguageModel("smollm2-135m", batch_size=4)
@@ -167,6 +185,24 @@ def test_smollm2_continuous_greedy_equals_one_at_a_time(smollm2):
         prompt = smollm2.encode_context(r.prompt)
         expected = recomputed_greedy(smollm2.model, prompt, r.max_gen_toks, eos=eos)
         assert smollm2.generate_ids([prompt], GenerateRequest(prompt="", max_gen_toks=r.max_gen_toks))[0] == expected
+
+
+@pytest.mark.slow
+def test_smollm2_few_shot_generation_is_the_same_with_the_shared_prefix(smollm2):
+    """Eight 3-shot questions (the block is about 90 tokens): the texts generated with the block
+    run once equal those of a full prefill per prompt."""
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in (
+        ("What colour is grass?", "green"), ("How many days are in a week?", "seven"),
+        ("What do bees make?", "honey")))
+    requests = [GenerateRequest(prompt=f"{shots}Question: {q}\nAnswer:", max_gen_toks=10, until=("\n",))
+                for q in QUESTIONS]
+    shared = smollm2.generate(requests)
+    smollm2.prefix_sharing = False
+    try:
+        unshared = smollm2.generate(requests)
+    finally:
+        smollm2.prefix_sharing = True
+    assert shared == unshared and sum(len(t) for t in shared) > 20
 
 
 @pytest.mark.slow

@@ -248,6 +248,7 @@ class ScratchLanguageModel(TorchLM):
         generated = generate_continuous(
             self.model, jobs, self.batch_size, eos_ids=self._eos_ids(), pad_id=self.pad_token_id,
             should_stop=self._stopper(lambda i: requests[i].until), decode_step=self._decode_step, on_done=on_done,
+            share_prefix=self.prefix_sharing,
         )
         return [text(i, tokens) for i, tokens in enumerate(generated)]
 
@@ -259,7 +260,7 @@ class ScratchLanguageModel(TorchLM):
         return generate_tokens(
             self.model, prompts, req.max_gen_toks, sampling=self._sampling(req), eos_ids=self._eos_ids(),
             pad_id=self.pad_token_id, should_stop=self._stopper(lambda _: req.until),
-            decode_step=self._decode_step, seeds=seeds, slots=self.batch_size,
+            decode_step=self._decode_step, seeds=seeds, slots=self.batch_size, share_prefix=self.prefix_sharing,
         )
 
     # -- benchmarking hook (harness.benchmark) ----------------------------------------------------

@@ -22,6 +22,10 @@ from torch import Tensor
 
 from harness.models.scratch.model import Transformer
 
+# A prefix common to every prompt is run once when that saves at least this many token positions
+# (as harness/models/shared_prefix.py's MIN_SAVED_TOKENS for scoring).
+MIN_SHARED_PREFIX = 32
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -98,10 +102,13 @@ def generate_continuous(
     should_stop: Callable[[int, list[int]], bool] | None = None,
     decode_step: Callable | None = None,
     on_done: Callable[[int, list[int]], None] | None = None,
+    share_prefix: bool = True,
 ) -> list[list[int]]:
     """Continue every job's prompt, `slots` rows at a time; returns the new tokens per job in the
     jobs' order. A job stops at an EOS token (not returned), after max_new_tokens tokens, or when
-    should_stop(job, tokens) says so; on_done(job, tokens) is told as each job finishes."""
+    should_stop(job, tokens) says so; on_done(job, tokens) is told as each job finishes. With
+    `share_prefix`, a token prefix common to every prompt (a few-shot block, an instruction) is
+    run once and its keys and values copied into each slot before the rest of its prompt."""
     out: list[list[int]] = [[] for _ in jobs]
     waiting = deque(i for i in sorted(range(len(jobs)), key=lambda i: -len(jobs[i].prompt))
                     if jobs[i].max_new_tokens >= 1)
@@ -120,6 +127,7 @@ def generate_continuous(
     rows: list[_Slot | None] = [None] * B
     model.setup_cache(B, S)
     try:
+        prefix = _shared_prefix(model, [jobs[i].prompt for i in waiting]) if share_prefix else None
         logits = None  # [B, V]: next-token logits of every busy row
         seen = None  # [B, V]: tokens each row has seen (for the repetition penalty)
         while True:
@@ -137,7 +145,7 @@ def generate_continuous(
                 rows[r] = _Slot(i, len(job.prompt), out[i], generator=generator)
                 admitted.append(r)
             if admitted:
-                fresh = _prefill(model, [jobs[rows[r].job].prompt for r in admitted], admitted, pad_id)  # [b, V]
+                fresh = _prefill(model, [jobs[rows[r].job].prompt for r in admitted], admitted, pad_id, prefix)  # [b, V]
                 if logits is None:
                     logits = fresh.new_zeros(B, fresh.shape[-1])
                 index = torch.tensor(admitted, device=device)
@@ -184,18 +192,57 @@ def generate_continuous(
         model.clear_cache()
 
 
-def _prefill(model: Transformer, prompts: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int) -> Tensor:
+@dataclass
+class _Prefix:
+    """Keys and values of the first `length` tokens every prompt shares, per layer [K, length, D]."""
+
+    length: int
+    kv: list[tuple[Tensor, Tensor]]
+
+
+def _shared_prefix(model: Transformer, prompts: Sequence[Sequence[int]]) -> _Prefix | None:
+    """The prefix every prompt shares, run once through cache row 0 (which is free: nothing is
+    admitted yet), or None where fewer than MIN_SHARED_PREFIX tokens would be saved. It stops a
+    token short of the shortest prompt, so every prompt's last position (its next-token logits)
+    is computed in its own prefill."""
+    if len(prompts) < 2:
+        return None
+    first, length = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = 0
+        while n < length and p[n] == first[n]:
+            n += 1
+        length = n
+    if length * (len(prompts) - 1) < MIN_SHARED_PREFIX:
+        return None
+    device = model.inv_freq.device
+    tokens = torch.tensor([list(first[:length])], dtype=torch.long, device=device)
+    model.forward_rows(tokens, torch.arange(length, device=device)[None], torch.tensor([0], device=device))
+    caches = [layer.attention.cache for layer in model.layers]
+    return _Prefix(length, [(c.k[0, :, :length].clone(), c.v[0, :, :length].clone()) for c in caches])
+
+
+def _prefill(model: Transformer, prompts: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int,
+             prefix: _Prefix | None = None) -> Tensor:
     """Write the prompts into cache rows `rows` from slot 0 (right-padded: a padding key lies past
     its row's length, where the mask hides it until a decode step overwrites it); returns the
-    logits after each prompt's last token [b, V]."""
+    logits after each prompt's last token [b, V]. With a shared prefix, its keys and values are
+    copied into the rows and only the rest of each prompt runs."""
     device = model.inv_freq.device
-    width = max(len(p) for p in prompts)
+    start = 0
+    index = torch.tensor(list(rows), device=device)
+    if prefix is not None:
+        start = prefix.length
+        for layer, (k, v) in zip(model.layers, prefix.kv):
+            layer.attention.cache.k[index, :, :start] = k
+            layer.attention.cache.v[index, :, :start] = v
+    width = max(len(p) for p in prompts) - start
     tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # [b, W]
     for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-    positions = torch.arange(width, device=device).expand(len(prompts), width)  # [b, W]
-    hidden = model.forward_rows(tokens.to(device), positions, torch.tensor(list(rows), device=device))
-    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
+        tokens[i, : len(p) - start] = torch.tensor(list(p[start:]), dtype=torch.long)
+    positions = start + torch.arange(width, device=device).expand(len(prompts), width)  # [b, W]
+    hidden = model.forward_rows(tokens.to(device), positions, index)
+    last = torch.tensor([len(p) - 1 - start for p in prompts], device=device)
     return model.head(hidden[torch.arange(len(prompts), device=device), last]).float()
 
 
@@ -224,6 +271,7 @@ def generate_tokens(
     decode_step: Callable | None = None,
     seeds: Sequence[int] | None = None,
     slots: int | None = None,
+    share_prefix: bool = True,
 ) -> list[list[int]]:
     """Continue each prompt by up to max_new_tokens tokens with the same settings; a row stops at
     an EOS token (not returned) or when should_stop(row, tokens) says so. `slots` cache rows (default:
@@ -231,7 +279,7 @@ def generate_tokens(
     `seeds[i]` (default: sampling.seed), so its text does not depend on the other rows."""
     jobs = [Job(p, max_new_tokens, sampling, None if seeds is None else seeds[i]) for i, p in enumerate(prompts)]
     return generate_continuous(model, jobs, slots or max(1, len(prompts)), eos_ids=eos_ids, pad_id=pad_id,
-                               should_stop=should_stop, decode_step=decode_step)
+                               should_stop=should_stop, decode_step=decode_step, share_prefix=share_prefix)
 
 
 def make_decode_step(model: Transformer, compile: bool) -> Callable | None:
