@@ -20,7 +20,7 @@ from harness.cli import main
 from harness.report.collect import load_entries
 from tests.conftest import REPO
 
-RUN = REPO / "results" / "runs" / "20261201T194840Z_scratch-smollm2-135m.json"
+RUN = REPO / "results" / "runs" / "20261201T222109Z_scratch-smollm2-135m.json"
 
 
 @pytest.fixture(scope="module")
