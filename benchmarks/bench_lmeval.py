@@ -50,7 +50,7 @@ AGREE_REL = 1e-4
 
 @dataclass(frozen=True)
 class Size:
-    """How much each task holds. `full` fits in about 15 minutes on an idle 2-core CPU."""
+    """How much each task holds. `full` takes about 6 minutes on an idle 2-core CPU."""
 
     prose_docs: int  # peer_rolling: articles, each `paragraphs` consecutive lm_en documents
     paragraphs: int  # (about 97 words each: 20 make an article of about 2,000 words)
@@ -315,7 +315,7 @@ def compare(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="full",
-                   help="full: the committed run (about 15 min on an idle 2-core CPU); small: a smoke test")
+                   help="full: the committed run (about 6 min on an idle 2-core CPU); small: a smoke test")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--runners", nargs="+", default=RUNNERS)
     p.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
