@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
-from harness.models.scratch import quant
+from harness.models.scratch import cpu_quant_kernel, packing, quant
 from harness.models.scratch.packing import Linear
 from harness.models.scratch.quant import (
     QuantLinear,
@@ -110,6 +110,132 @@ def test_kernel_agrees_with_the_dequantized_product(scheme, group):
     assert float((ref - F.linear(x, lin.weight, lin.bias)).norm() / ref.norm()) < (0.01 if scheme == "int8" else 0.1)
 
 
+# -- the AVX2 kernels (cpu_quant_kernel.py, kernels/quant_gemv.c) -------------------------------
+
+needs_avx2 = pytest.mark.skipif(not cpu_quant_kernel.cpu_has_avx2_fma(), reason="this CPU has no AVX2 + FMA")
+
+
+@pytest.fixture
+def fresh_kernel_probes():
+    """Forget the loaded library and the probes' answers before and after a test that changes
+    what they would find (environment, CPU flags)."""
+    def clear():
+        cpu_quant_kernel.load.cache_clear()
+        quant.avx2_works.cache_clear()
+
+    clear()
+    yield
+    clear()
+
+
+def _dense_and_kernel(scheme: str, n: int, k: int, group: int | None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * 0.05
+    if scheme == "int8":
+        q, s = quantize_int8(w)
+        return dequantize_int8(q, s), lambda x, b: cpu_quant_kernel.int8_matmul(x, q, s, b)
+    q, sz = quantize_int4(w, group)
+    packed = quant.pack_nibbles(q)
+    return dequantize_int4(q, sz, group), lambda x, b: cpu_quant_kernel.int4_matmul(x, packed, sz, group, b)
+
+
+@needs_avx2
+@pytest.mark.parametrize(("scheme", "n", "k", "group"), [
+    ("int8", 37, 100, None),  # K not a multiple of 8 (the scalar tail), N odd
+    ("int8", 64, 1536, None),
+    ("int4", 37, 192, 32),
+    ("int4", 24, 192, 64),
+    ("int4", 40, 256, 128),
+])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 15])
+def test_avx2_kernel_equals_the_dequantized_product(scheme, n, k, group, rows):
+    """Reference: F.linear on the dequantized weights. Only the order of the float sums differs
+    (int8 applies the channel's scale after the sum, int4 the group's): agreement to float32
+    rounding, 5e-6 of the output's largest value (at most 6e-7 observed, and the kernel is as close
+    to the float64 product as F.linear itself)."""
+    assert cpu_quant_kernel.load().lib is not None, cpu_quant_kernel.load().reason
+    dense, kernel = _dense_and_kernel(scheme, n, k, group)
+    g = torch.Generator().manual_seed(rows)
+    x, bias = torch.randn(rows, k, generator=g), torch.randn(n, generator=g)
+    for b in (None, bias):
+        ref = F.linear(x, dense, b)
+        out = kernel(x, b)
+        assert out.shape == (rows, n) and out.dtype == torch.float32
+        assert float((out - ref).abs().max()) <= 5e-6 * float(ref.abs().max()), (scheme, rows)
+
+
+@needs_avx2
+def test_avx2_kernel_rejects_what_it_cannot_read():
+    dense, _ = _dense_and_kernel("int4", 16, 64, 32)
+    q, sz = quantize_int4(dense, 8)  # groups of 8: not a multiple of the kernel's 16
+    with pytest.raises(ValueError, match="group"):
+        cpu_quant_kernel.int4_matmul(torch.randn(1, 64), quant.pack_nibbles(q), sz, 8)
+    q8, s8 = quantize_int8(dense)
+    with pytest.raises(ValueError, match="contiguous"):
+        cpu_quant_kernel.int8_matmul(torch.randn(64, 2).T, q8, s8)  # a transposed view
+    with pytest.raises(ValueError, match="features"):
+        cpu_quant_kernel.int8_matmul(torch.randn(2, 63), q8, s8)
+
+
+@needs_avx2
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_avx2_kernel_is_the_first_choice_and_matches_the_fallback(scheme):
+    group = 32 if scheme == "int4" else None
+    kernel = choose_quant_kernel(scheme, group, "cpu", torch.float32, "auto")
+    assert kernel == f"avx2-{scheme}"
+    assert choose_quant_kernel(scheme, group, "cpu", torch.float32, "fast") == kernel
+    assert choose_quant_kernel(scheme, group, "cpu", torch.float32, "fallback") == "dequant"
+    assert choose_quant_kernel(scheme, group, "cpu", torch.bfloat16, "auto") == "dequant"
+    lin = _linear(48, 128, bias=True)
+    fast, slow = QuantLinear(lin, scheme, group, kernel), QuantLinear(lin, scheme, group, "dequant")
+    for shape in [(1, 1, 128), (2, 5, 128), (3, quant.DENSE_ROWS, 128)]:  # the last: the dense GEMM
+        x = torch.randn(*shape)
+        assert torch.allclose(fast(x), slow(x), atol=1e-5, rtol=1e-5), shape
+
+
+def test_kernel_cache_is_keyed_and_reused(fresh_kernel_probes, monkeypatch, tmp_path):
+    """The library lands in $HARNESS_KERNEL_CACHE under a name from the source, compiler and
+    flags; a fresh process (here: a cleared load cache) loads that file without compiling."""
+    if cpu_quant_kernel.compiler() is None or not cpu_quant_kernel.cpu_has_avx2_fma():
+        pytest.skip("no C compiler or no AVX2 + FMA here")
+    monkeypatch.setenv(cpu_quant_kernel.CACHE_ENV, str(tmp_path / "kernels"))
+    assert cpu_quant_kernel.load().lib is not None, cpu_quant_kernel.load().reason
+    (built,) = (tmp_path / "kernels").iterdir()
+    assert built.name.startswith("quant_gemv-") and built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
+    cpu_quant_kernel.load.cache_clear()
+    assert cpu_quant_kernel.load().lib is not None
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built.name] and built.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(("cc", "reason"), [("/nonexistent/cc", "no C compiler"), ("false", "compiling quant_gemv.c failed")])
+def test_without_a_compiler_the_old_kernels_give_the_same_numbers(fresh_kernel_probes, monkeypatch, tmp_path,
+                                                                  caplog, cc, reason):
+    monkeypatch.setenv(cpu_quant_kernel.CC_ENV, cc)
+    monkeypatch.setenv(cpu_quant_kernel.CACHE_ENV, str(tmp_path))
+    if not cpu_quant_kernel.cpu_has_avx2_fma():
+        reason = "no AVX2"
+    loaded = cpu_quant_kernel.load()
+    assert loaded.lib is None and reason in loaded.reason
+    with caplog.at_level("WARNING", logger="harness.models.scratch.quant"):
+        kernel = choose_quant_kernel("int8", None, "cpu", torch.float32, "auto")
+        choose_quant_kernel("int8", None, "cpu", torch.float32, "auto")  # probed once: one line
+    assert kernel in ("aten-int8pack", "dequant")
+    assert len(caplog.records) == 1 and reason in caplog.records[0].getMessage()
+    lin = _linear(40, 96, bias=True)
+    x = torch.randn(3, 96)
+    ref = F.linear(x, QuantLinear(lin, "int8", None, "dequant").dense_weight(), lin.bias)
+    assert torch.allclose(QuantLinear(lin, "int8", None, kernel)(x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_a_cpu_without_avx2_never_takes_the_kernel(fresh_kernel_probes, monkeypatch):
+    monkeypatch.setattr(packing, "cpu_features", lambda: packing.CpuFeatures("DEFAULT", frozenset({"sse2", "avx"})))
+    assert not cpu_quant_kernel.cpu_has_avx2_fma()
+    assert "AVX2" in cpu_quant_kernel.load().reason
+    for scheme, group in (("int8", None), ("int4", 32)):
+        assert not choose_quant_kernel(scheme, group, "cpu", torch.float32, "auto").startswith("avx2-")
+
+
 @pytest.mark.parametrize("rows", [1, 7, 40])
 def test_dynamic_int8_is_per_token_and_agrees_with_its_emulation(rows):
     lin = _linear(80, 96, bias=True)
@@ -137,6 +263,7 @@ def test_forced_fallback_and_a_kernel_that_fails(monkeypatch):
     assert choose_quant_kernel("int8", None, "cpu", torch.float32, requested_quant_kernels()) == "dequant"
     monkeypatch.delenv(quant.QUANT_KERNELS_ENV)
     # a CPU where the kernel raises: auto falls back, fast says why in one line
+    monkeypatch.setattr(quant, "avx2_works", lambda scheme, group=None: False)
     monkeypatch.setattr(quant, "int8pack_works", lambda: False)
     monkeypatch.setattr(quant, "int4pack_works", lambda group: False)
     monkeypatch.setattr(quant, "fbgemm_dynamic_works", lambda: False)
@@ -232,16 +359,23 @@ def test_quantized_model_is_close_to_float32(float32_reference, scheme):
     assert len(lm.generate_ids([prompt], _greedy(8))[0]) > 0
 
 
-def test_fallback_model_gives_the_kernel_model_numbers(float32_reference):
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_fallback_model_gives_the_kernel_model_numbers(float32_reference, scheme):
+    """Scoring (64 tokens: the dense path) and greedy decode (one token per product: the vector
+    kernel) give the fallback's numbers and tokens."""
     from harness.models.scratch import ScratchLanguageModel
 
     _, ids, _, _ = float32_reference
-    fast = ScratchLanguageModel("smollm2-135m", quant="int8")
-    slow = ScratchLanguageModel("smollm2-135m", quant="int8", quant_kernels="fallback")
-    assert slow.extra_info()["quant_kernels"] == "int8=dequant"
+    fast = ScratchLanguageModel("smollm2-135m", quant=scheme)
+    slow = ScratchLanguageModel("smollm2-135m", quant=scheme, quant_kernels="fallback")
+    assert slow.extra_info()["quant_kernels"] == ("int4=dequant,int8=dequant" if scheme == "int4" else "int8=dequant")
+    if cpu_quant_kernel.cpu_has_avx2_fma() and cpu_quant_kernel.load().lib is not None:
+        assert f"{scheme}=avx2-{scheme}" in fast.extra_info()["quant_kernels"]
     assert fast.fingerprint != slow.fingerprint
     a, b = fast.position_logits(ids[:64]).float(), slow.position_logits(ids[:64]).float()
     assert float((a - b).abs().max()) < 1e-3 * float(a.abs().max())
+    prompt = fast.tok_encode("The history of the printing press begins in")
+    assert fast.generate_ids([prompt], _greedy(16)) == slow.generate_ids([prompt], _greedy(16))
 
 
 def _greedy(n: int):

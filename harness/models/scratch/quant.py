@@ -19,6 +19,9 @@ on SmolLM2's Q4_1 weights).
 
 Kernels (chosen per CPU by a probe, recorded as `model.extra.quant_kernels`):
 
+    avx2-int8       cpu_quant_kernel.py's C kernel (AVX2 + FMA, compiled at first use): float
+    avx2-int4       activations times the int8 / packed int4 weights in these buffers' layout,
+                    one weight row at a time read once for all tokens; first choice on AVX2 CPUs
     aten-int8pack   torch's `_weight_int8pack_mm` (float activations, int8 weights)
     aten-int4pack   torch's `_weight_int4pack_mm_for_cpu` (float activations, packed int4)
     fbgemm-dynamic  `torch.ops.quantized.linear_dynamic` for one token at a time (decode); more
@@ -36,6 +39,7 @@ Kernels (chosen per CPU by a probe, recorded as `model.extra.quant_kernels`):
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
@@ -44,7 +48,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
+from harness.models.scratch import cpu_quant_kernel
 from harness.models.scratch.packing import Linear
+
+log = logging.getLogger(__name__)
 
 QUANT_CHOICES = ("none", "int8", "int4", "int8-dynamic")
 # From this many tokens per product on (scoring, prefill), widening the integers once per call and
@@ -175,6 +182,37 @@ def int4pack_works(group: int) -> bool:
         return False
 
 
+@functools.cache
+def avx2_works(scheme: str, group: int | None = None) -> bool:
+    """Whether the compiled AVX2 kernel loads here and agrees with the dequantized product, on every
+    row-block size (1 to 5 rows) and, for int8, inputs that are not a multiple of the vector width.
+    Where it does not, one log line says why."""
+    loaded = cpu_quant_kernel.load()
+    if loaded.lib is None:
+        log.warning("quant: the AVX2 %s kernel is not used (%s); torch's kernels instead", scheme, loaded.reason)
+        return False
+    g = torch.Generator().manual_seed(0)
+    k = 108 if scheme == "int8" else 256
+    w, bias = torch.randn(37, k, generator=g), torch.randn(37, generator=g)
+    if scheme == "int8":
+        q, s = quantize_int8(w)
+        dense = dequantize_int8(q, s)
+    else:
+        q, s = quantize_int4(w, group or 32)
+        dense, q = dequantize_int4(q, s, group or 32), pack_nibbles(q)
+    for rows in (1, 2, 3, 4, 5):
+        x = torch.randn(rows, k, generator=g)
+        if scheme == "int8":
+            out = cpu_quant_kernel.int8_matmul(x, q, s, bias)
+        else:
+            out = cpu_quant_kernel.int4_matmul(x, q, s, group or 32, bias)
+        if not torch.allclose(out, F.linear(x, dense, bias), atol=1e-4, rtol=1e-4):
+            log.warning("quant: the AVX2 %s kernel disagrees with the dequantized product here; torch's kernels instead",
+                        scheme)
+            return False
+    return True
+
+
 def fake_quantize_tokens(x: Tensor) -> Tensor:
     """Each row of x [M, K] rounded as fbgemm's dynamic quantization with reduce_range rounds a
     tensor (asymmetric, 0..127, the range widened to hold 0), one scale per row; float32 out."""
@@ -228,13 +266,15 @@ def choose_quant_kernel(scheme: str, group: int | None, device: str, dtype: torc
     if requested == "fallback":
         return "dequant"
     fast = device.startswith("cpu") and dtype == torch.float32
+    if fast and avx2_works(scheme, group if scheme == "int4" else None):
+        return f"avx2-{scheme}"
     works = fast and (int8pack_works() if scheme == "int8" else int4pack_works(group or 32))
     if works:
         return "aten-int8pack" if scheme == "int8" else "aten-int4pack"
     if requested == "fast":
         raise HarnessError(
-            f"quant_kernels=fast: torch's {scheme} weight-only kernel does not run here "
-            f"({device}, {str(dtype).removeprefix('torch.')} activations; it needs a CPU and float32); "
+            f"quant_kernels=fast: no {scheme} weight-only kernel (AVX2 or torch's) runs here "
+            f"({device}, {str(dtype).removeprefix('torch.')} activations; they need a CPU and float32); "
             "use quant_kernels=auto"
         )
     return "dequant"
@@ -271,6 +311,8 @@ class QuantLinear(nn.Module):
             self.many = "aten-int8pack" if int8pack_works() else "dequant"
         if kernel == "aten-int4pack":
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_nibbles(q).to(torch.int32), 1)
+        if kernel.startswith("avx2-"):
+            cpu_quant_kernel.check_weights(q, scales, scheme)
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
@@ -286,6 +328,13 @@ class QuantLinear(nn.Module):
         shape = x.shape
         if self.kernel == "dequant" or x.numel() >= DENSE_ROWS * shape[-1]:
             out = F.linear(x, self.dense_weight(x.dtype))
+        elif self.kernel.startswith("avx2-"):  # float32 activations only (choose_quant_kernel)
+            flat = x.reshape(-1, shape[-1]).float().contiguous()
+            if self.kernel == "avx2-int8":
+                out = cpu_quant_kernel.int8_matmul(flat, self.qweight, self.scales, self.bias)
+            else:
+                out = cpu_quant_kernel.int4_matmul(flat, self.qweight, self.scales, self.group, self.bias)
+            return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
         else:
             flat = x.reshape(-1, shape[-1]).float().contiguous()
             if self.kernel == "aten-int8pack":

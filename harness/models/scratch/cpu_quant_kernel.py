@@ -1,0 +1,161 @@
+"""The AVX2 weight-only matrix-vector kernels (kernels/quant_gemv.c), compiled at first use.
+
+torch's int8 and int4 weight-only CPU kernels are vectorized for AVX-512 only; on AVX2 CPUs they
+are slower than the float32 product they replace. This module compiles a small C file with the
+system compiler (`-O3 -mavx2 -mfma -fopenmp`), keeps the shared library in a per-user cache
+keyed by the source's sha256, the compiler's version and the flags, and calls it through ctypes
+with the tensors' data pointers. No Python package is needed, only a C compiler.
+
+    $HARNESS_CC            the compiler (else $CC, else cc or gcc on the PATH)
+    $HARNESS_KERNEL_CACHE  where the compiled libraries go (else <harness cache dir>/kernels)
+
+`load()` answers the library or, where it cannot be had (not an AVX2 + FMA CPU, no compiler, the
+compile failed), why not; quant.py then keeps the kernels it had before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("kernels") / "quant_gemv.c"
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+CC_ENV = "HARNESS_CC"
+CACHE_ENV = "HARNESS_KERNEL_CACHE"
+ABI = 1  # harness_qgemv_abi() of the source this loader was written for
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The compiled library (None where it could not be had) and, then, why not."""
+
+    lib: ctypes.CDLL | None
+    reason: str = ""
+
+
+def cpu_has_avx2_fma() -> bool:
+    """Whether this CPU runs AVX2 and FMA instructions (/proc/cpuinfo, else torch's dispatch level,
+    whose AVX2 level implies FMA)."""
+    from harness.models.scratch.packing import cpu_features
+
+    feats = cpu_features()
+    if feats.flags:
+        return {"avx2", "fma"} <= feats.flags
+    return feats.capability.startswith(("AVX2", "AVX512"))
+
+
+def compiler() -> str | None:
+    """The C compiler to use: $HARNESS_CC, else $CC, else cc or gcc on the PATH (None: none found)."""
+    for name in (os.environ.get(CC_ENV), os.environ.get("CC")):
+        if name:
+            return shutil.which(name)  # a named compiler that is missing is not replaced by another
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def kernel_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from harness.cache import cache_dir
+
+    return cache_dir() / "kernels"
+
+
+def _compile(cc: str) -> Path:
+    """The shared library for this source, compiler and flags: from the cache, else compiled into it
+    (a temporary name, then a rename, so processes compiling at once never see half a file)."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60, check=True)
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, version.stdout.encode(), " ".join(FLAGS).encode()])).hexdigest()
+    folder = kernel_cache_dir()
+    target = folder / f"quant_gemv-{key[:24]}.so"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".quant_gemv-", suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
+            raise RuntimeError(f"{Path(cc).name} failed: {last}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def load() -> Loaded:
+    """The compiled kernels, or why they cannot be had here (read once per process)."""
+    if not cpu_has_avx2_fma():
+        return Loaded(None, "this CPU has no AVX2 + FMA")
+    if not SOURCE.is_file():
+        return Loaded(None, f"{SOURCE.name} is missing from the installation")
+    cc = compiler()
+    if cc is None:
+        named = os.environ.get(CC_ENV) or os.environ.get("CC")
+        return Loaded(None, f"no C compiler ({named!r} not found)" if named else "no C compiler (cc, gcc) on the PATH")
+    try:
+        lib = ctypes.CDLL(str(_compile(cc)))
+        if lib.harness_qgemv_abi() != ABI:
+            return Loaded(None, "the compiled library does not match this loader")
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        return Loaded(None, f"compiling {SOURCE.name} failed ({err})")
+    lib.harness_gemv_int8.argtypes = [_P, _I64, _I64, _P, _P, _P, _I64, _P, _INT]
+    lib.harness_gemv_int8.restype = None
+    lib.harness_gemv_int4.argtypes = [_P, _I64, _I64, _P, _P, _I64, _P, _I64, _P, _INT]
+    lib.harness_gemv_int4.restype = ctypes.c_int
+    return Loaded(lib)
+
+
+def _check(x: Tensor, bias: Tensor | None) -> None:
+    if x.dtype != torch.float32 or x.dim() != 2 or not x.is_contiguous() or x.device.type != "cpu":
+        raise ValueError("the AVX2 kernels take contiguous float32 [M, K] CPU activations")
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        raise ValueError("the AVX2 kernels take a contiguous float32 bias")
+
+
+def check_weights(qweight: Tensor, scales: Tensor, scheme: str) -> None:
+    """The weight layouts the kernels read (quant.py's buffers), checked once per layer."""
+    want = torch.int8 if scheme == "int8" else torch.uint8
+    if qweight.dtype != want or scales.dtype != torch.float32 or not (qweight.is_contiguous() and scales.is_contiguous()):
+        raise ValueError(f"the AVX2 {scheme} kernel takes contiguous {want} weights and float32 scales")
+
+
+def int8_matmul(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x [M, K] float32 times the int8 weights [N, K] with one scale per output channel."""
+    _check(x, bias)
+    (m, k), n = x.shape, qweight.shape[0]
+    if qweight.shape[1] != k:
+        raise ValueError(f"activations have {k} features, the weights {qweight.shape[1]}")
+    out = torch.empty(m, n, dtype=torch.float32)
+    load().lib.harness_gemv_int8(x.data_ptr(), m, k, qweight.data_ptr(), scales.data_ptr(),
+                                 None if bias is None else bias.data_ptr(), n, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def int4_matmul(x: Tensor, qweight: Tensor, scales_and_zeros: Tensor, group: int, bias: Tensor | None = None) -> Tensor:
+    """x [M, K] float32 times the packed int4 weights [N, K / 2] with (scale, zero) per group."""
+    _check(x, bias)
+    (m, k), n = x.shape, qweight.shape[0]
+    if qweight.shape[1] * 2 != k or scales_and_zeros.shape != (k // group, n, 2):
+        raise ValueError(f"activations have {k} features; the int4 weights and scales do not match them")
+    out = torch.empty(m, n, dtype=torch.float32)
+    rc = load().lib.harness_gemv_int4(x.data_ptr(), m, k, qweight.data_ptr(), scales_and_zeros.data_ptr(), group,
+                                      None if bias is None else bias.data_ptr(), n, out.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"the AVX2 int4 kernel takes groups of a multiple of 16 dividing K (K {k}, group {group})")
+    return out
