@@ -2,6 +2,11 @@
 and transformers on the same GGUF (SmolLM2-135M, CPU), in one run.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quant.py [--new-tokens 64] [--repeats 3]
+    .venv/bin/python benchmarks/bench_quant.py --gemv [--rows 1]
+
+`--gemv` times one matrix product per SmolLM2-135M layer shape instead (the layers' weights as
+random numbers, `--rows` activation rows): float32 oneDNN beside each quantized kernel that runs
+here, best of many calls, in microseconds and the weight bytes read per second.
 
 Each configuration loads in its own process. Decode tokens/s: greedy, batch 1, a 13-token
 prompt, `--new-tokens` new tokens (EOS ignored) through each backend's `stream_token_ids`,
@@ -15,6 +20,7 @@ load average before and after is printed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -74,6 +80,52 @@ def worker(label: str, new_tokens: int, repeats: int) -> dict:
             "n_threads": extra.get("n_threads")}
 
 
+GEMV_SHAPES = {"wqkv": (960, 576), "wo": (576, 576), "w13": (3072, 576), "w2": (576, 1536), "head": (49152, 576)}
+
+
+def gemv(rows: int, seconds: float = 0.5) -> None:
+    """One product per layer shape and kernel (see the module docstring), as a markdown table."""
+    import torch
+
+    from harness.models.scratch import cpu_quant_kernel
+    from harness.models.scratch.packing import Linear
+    from harness.models.scratch.quant import QuantLinear, avx2_works, int4pack_works, int8pack_works
+
+    kernels = [("float32 oneDNN", None, "onednn")]
+    kernels += [("int8 " + k, "int8", k) for k, ok in (("aten-int8pack", int8pack_works()), ("avx2-int8", avx2_works("int8"))) if ok]
+    kernels += [("int4 " + k, "int4", k) for k, ok in (("aten-int4pack", int4pack_works(32)), ("avx2-int4", avx2_works("int4", 32))) if ok]
+    print(f"rows {rows}, torch threads {torch.get_num_threads()}, compiled AVX2 kernels: "
+          f"{cpu_quant_kernel.load().reason or 'loaded'}")
+    print("| shape (out x in) | " + " | ".join(k[0] for k in kernels) + " |")
+    print("|---|" + "---|" * len(kernels))
+    for name, (n, k) in GEMV_SHAPES.items():
+        lin = Linear(k, n, bias=False)
+        with torch.no_grad():
+            lin.weight.normal_(0, 0.05)
+        x = torch.randn(rows, k)
+        cells = []
+        for _label, scheme, kernel in kernels:
+            if scheme is None:
+                w = lin.weight.detach()
+                call = functools.partial(torch.ops.mkldnn._linear_pointwise, x, w, None, "none", [], "")
+                nbytes = n * k * 4
+            else:
+                layer = QuantLinear(lin, scheme, 32 if scheme == "int4" else None, kernel)
+                call = functools.partial(layer, x)
+                nbytes = layer.qweight.numel() + layer.scales.numel() * 4
+            with torch.inference_mode():
+                for _ in range(3):
+                    call()
+                best, spent = float("inf"), 0.0
+                while spent < seconds:
+                    t0 = time.perf_counter()
+                    call()
+                    dt = time.perf_counter() - t0
+                    best, spent = min(best, dt), spent + dt
+            cells.append(f"{best * 1e6:.0f} us ({nbytes / best / 1e9:.1f} GB/s)")
+        print(f"| {name} {n} x {k} | " + " | ".join(cells) + " |")
+
+
 def run_worker(label: str, new_tokens: int, repeats: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", label, "--new-tokens", str(new_tokens), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -88,9 +140,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), help="a subset of the configurations")
+    parser.add_argument("--gemv", action="store_true", help="time one product per layer shape instead")
+    parser.add_argument("--rows", type=int, default=1, help="activation rows for --gemv")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.new_tokens, args.repeats)))
+        return
+    if args.gemv:
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        gemv(args.rows)
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return
     import torch
 

@@ -135,8 +135,8 @@ def _dense_and_kernel(scheme: str, n: int, k: int, group: int | None, seed: int 
         q, s = quantize_int8(w)
         return dequantize_int8(q, s), lambda x, b: cpu_quant_kernel.int8_matmul(x, q, s, b)
     q, sz = quantize_int4(w, group)
-    packed = quant.pack_nibbles(q)
-    return dequantize_int4(q, sz, group), lambda x, b: cpu_quant_kernel.int4_matmul(x, packed, sz, group, b)
+    packed, rows = quant.pack_nibbles(q), cpu_quant_kernel.row_scales(sz)
+    return dequantize_int4(q, sz, group), lambda x, b: cpu_quant_kernel.int4_matmul(x, packed, rows, group, b)
 
 
 @needs_avx2
@@ -169,7 +169,7 @@ def test_avx2_kernel_rejects_what_it_cannot_read():
     dense, _ = _dense_and_kernel("int4", 16, 64, 32)
     q, sz = quantize_int4(dense, 8)  # groups of 8: not a multiple of the kernel's 16
     with pytest.raises(ValueError, match="group"):
-        cpu_quant_kernel.int4_matmul(torch.randn(1, 64), quant.pack_nibbles(q), sz, 8)
+        cpu_quant_kernel.int4_matmul(torch.randn(1, 64), quant.pack_nibbles(q), cpu_quant_kernel.row_scales(sz), 8)
     q8, s8 = quantize_int8(dense)
     with pytest.raises(ValueError, match="contiguous"):
         cpu_quant_kernel.int8_matmul(torch.randn(64, 2).T, q8, s8)  # a transposed view

@@ -147,14 +147,21 @@ def int8_matmul(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None 
     return out
 
 
-def int4_matmul(x: Tensor, qweight: Tensor, scales_and_zeros: Tensor, group: int, bias: Tensor | None = None) -> Tensor:
-    """x [M, K] float32 times the packed int4 weights [N, K / 2] with (scale, zero) per group."""
+def row_scales(scales_and_zeros: Tensor) -> Tensor:
+    """[K / group, N, 2] (torch's int4 layout) -> [N, K / group, 2] contiguous: the kernel reads
+    each output channel's scales beside its weights, not one cache line per group."""
+    return scales_and_zeros.transpose(0, 1).contiguous()
+
+
+def int4_matmul(x: Tensor, qweight: Tensor, scales: Tensor, group: int, bias: Tensor | None = None) -> Tensor:
+    """x [M, K] float32 times the packed int4 weights [N, K / 2] with (scale, zero) per group in
+    row_scales' layout [N, K / group, 2]."""
     _check(x, bias)
     (m, k), n = x.shape, qweight.shape[0]
-    if qweight.shape[1] * 2 != k or scales_and_zeros.shape != (k // group, n, 2):
+    if qweight.shape[1] * 2 != k or scales.shape != (n, k // group, 2):
         raise ValueError(f"activations have {k} features; the int4 weights and scales do not match them")
     out = torch.empty(m, n, dtype=torch.float32)
-    rc = load().lib.harness_gemv_int4(x.data_ptr(), m, k, qweight.data_ptr(), scales_and_zeros.data_ptr(), group,
+    rc = load().lib.harness_gemv_int4(x.data_ptr(), m, k, qweight.data_ptr(), scales.data_ptr(), group,
                                       None if bias is None else bias.data_ptr(), n, out.data_ptr(), torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"the AVX2 int4 kernel takes groups of a multiple of 16 dividing K (K {k}, group {group})")

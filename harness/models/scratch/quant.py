@@ -199,7 +199,7 @@ def avx2_works(scheme: str, group: int | None = None) -> bool:
         dense = dequantize_int8(q, s)
     else:
         q, s = quantize_int4(w, group or 32)
-        dense, q = dequantize_int4(q, s, group or 32), pack_nibbles(q)
+        dense, q, s = dequantize_int4(q, s, group or 32), pack_nibbles(q), cpu_quant_kernel.row_scales(s)
     for rows in (1, 2, 3, 4, 5):
         x = torch.randn(rows, k, generator=g)
         if scheme == "int8":
@@ -311,8 +311,11 @@ class QuantLinear(nn.Module):
             self.many = "aten-int8pack" if int8pack_works() else "dequant"
         if kernel == "aten-int4pack":
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_nibbles(q).to(torch.int32), 1)
+        if kernel == "avx2-int4":  # one copy of the scales, in the kernel's row-major order
+            self.row_scales = cpu_quant_kernel.row_scales(scales)
+            self.scales = self.row_scales.transpose(0, 1)  # the [K / group, N, 2] view of it
         if kernel.startswith("avx2-"):
-            cpu_quant_kernel.check_weights(q, scales, scheme)
+            cpu_quant_kernel.check_weights(q, self.row_scales if scheme == "int4" else scales, scheme)
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
@@ -333,7 +336,7 @@ class QuantLinear(nn.Module):
             if self.kernel == "avx2-int8":
                 out = cpu_quant_kernel.int8_matmul(flat, self.qweight, self.scales, self.bias)
             else:
-                out = cpu_quant_kernel.int4_matmul(flat, self.qweight, self.scales, self.group, self.bias)
+                out = cpu_quant_kernel.int4_matmul(flat, self.qweight, self.row_scales, self.group, self.bias)
             return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
         else:
             flat = x.reshape(-1, shape[-1]).float().contiguous()

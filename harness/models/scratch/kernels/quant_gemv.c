@@ -2,9 +2,9 @@
  * channels: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for x float32 [M, K] row-major.
  *
  *   int8:  w[n, k] = scales[n] * q[n, k], q int8 [N, K]
- *   int4:  w[n, k] = (q[n, k] - 8) * s[g, n] + z[g, n], g = k / group, q packed two per byte in
- *          [N, K / 2] (element 2i in the low nibble, 2i + 1 in the high), sz float32 [K / group, N, 2]
- *          holding (s, z). Per group: s * sum_k x_k q_k + (z - 8 s) * sum_k x_k, the second sum
+ *   int4:  w[n, k] = (q[n, k] - 8) * s[n, g] + z[n, g], g = k / group, q packed two per byte in
+ *          [N, K / 2] (element 2i in the low nibble, 2i + 1 in the high), sz float32 [N, K / group, 2]
+ *          holding (s, z): one output channel's scales side by side, read with its weights. Per group: s * sum_k x_k q_k + (z - 8 s) * sum_k x_k, the second sum
  *          taken once per call for all output channels.
  *
  * Loaded by harness/models/scratch/cpu_quant_kernel.py through ctypes, compiled with
@@ -108,36 +108,63 @@ static void int4_prepare(const float *x, int64_t M, int64_t K, int64_t group, fl
     }
 }
 
-/* MB reordered activation rows against one packed weight row n; sz points at (s, z) of group 0
- * of row n (the next group's is 2 N floats on). */
-ALWAYS_INLINE void int4_rows(const int MB, const float *xp, const float *xs, int64_t K, int64_t group,
-                             const uint8_t *w, const float *sz, int64_t N, float bias, float *y) {
-    const int64_t G = K / group;
+/* MB reordered activation rows against one packed weight row n and its G (s, z) pairs sz; T
+ * running totals per row (two with one or two rows, for even and odd groups, so that the chain of
+ * per-group products does not bound the loop; T divides G). GROUP is a constant where the caller
+ * can make it one (the inner loop then unrolls). */
+ALWAYS_INLINE void int4_rows(const int MB, const int T, const int64_t GROUP, const float *xp, const float *xs,
+                             int64_t K, const uint8_t *w, const float *sz, float bias, float *y, int64_t N) {
+    const int64_t G = K / GROUP;
     const __m256i low = _mm256_set1_epi32(0x0F);
-    __m256 tot[4];
+    __m256 tot[4][2];
     float zsum[4];
-    for (int j = 0; j < MB; j++) tot[j] = _mm256_setzero_ps(), zsum[j] = 0.0f;
-    for (int64_t g = 0; g < G; g++) {
-        const float s = sz[2 * (g * N)], z = sz[2 * (g * N) + 1] - 8.0f * s;
-        __m256 a0[4], a1[4];
-        for (int j = 0; j < MB; j++) a0[j] = _mm256_setzero_ps(), a1[j] = _mm256_setzero_ps();
-        for (int64_t k = g * group; k < (g + 1) * group; k += 16) {
-            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w + k / 2)));
-            __m256 flo = _mm256_cvtepi32_ps(_mm256_and_si256(v, low));
-            __m256 fhi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+    for (int j = 0; j < MB; j++) {
+        zsum[j] = 0.0f;
+        for (int t = 0; t < T; t++) tot[j][t] = _mm256_setzero_ps();
+    }
+    for (int64_t g0 = 0; g0 < G; g0 += T) {
+        for (int t = 0; t < T; t++) {
+            const int64_t g = g0 + t;
+            const float s = sz[2 * g], z = sz[2 * g + 1] - 8.0f * s;
+            const uint8_t *wg = w + g * (GROUP / 2);
+            const float *xg = xp + g * GROUP;
+            __m256 a0[4], a1[4];
+            for (int j = 0; j < MB; j++) a0[j] = _mm256_setzero_ps(), a1[j] = _mm256_setzero_ps();
+            for (int64_t c = 0; c < GROUP; c += 16) {
+                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(wg + c / 2)));
+                __m256 flo = _mm256_cvtepi32_ps(_mm256_and_si256(v, low));
+                __m256 fhi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+                for (int j = 0; j < MB; j++) {
+                    a0[j] = _mm256_fmadd_ps(flo, _mm256_loadu_ps(xg + j * K + c), a0[j]);
+                    a1[j] = _mm256_fmadd_ps(fhi, _mm256_loadu_ps(xg + j * K + c + 8), a1[j]);
+                }
+            }
+            const __m256 sv = _mm256_set1_ps(s);
             for (int j = 0; j < MB; j++) {
-                a0[j] = _mm256_fmadd_ps(flo, _mm256_loadu_ps(xp + j * K + k), a0[j]);
-                a1[j] = _mm256_fmadd_ps(fhi, _mm256_loadu_ps(xp + j * K + k + 8), a1[j]);
+                tot[j][t] = _mm256_fmadd_ps(sv, _mm256_add_ps(a0[j], a1[j]), tot[j][t]);
+                zsum[j] += z * xs[j * G + g];
             }
         }
-        const __m256 sv = _mm256_set1_ps(s);
-        for (int j = 0; j < MB; j++) {
-            tot[j] = _mm256_fmadd_ps(sv, _mm256_add_ps(a0[j], a1[j]), tot[j]);
-            zsum[j] += z * xs[j * G + g];
-        }
     }
-    for (int j = 0; j < MB; j++) y[j * N] = hsum(tot[j]) + zsum[j] + bias;
+    for (int j = 0; j < MB; j++) {
+        __m256 a = tot[j][0];
+        for (int t = 1; t < T; t++) a = _mm256_add_ps(a, tot[j][t]);
+        y[j * N] = hsum(a) + zsum[j] + bias;
+    }
 }
+
+/* int4_rows with the group size as a constant for the sizes offered (32, 64, 128). */
+#define INT4_ROWS(MB, T)                                                                              \
+    do {                                                                                              \
+        const float *xpm = xp + m * K, *xsm = xs + m * G;                                             \
+        float *ym = y + m * N + n;                                                                    \
+        switch (group) {                                                                              \
+        case 32: int4_rows(MB, T, 32, xpm, xsm, K, w, s, b, ym, N); break;                           \
+        case 64: int4_rows(MB, T, 64, xpm, xsm, K, w, s, b, ym, N); break;                           \
+        case 128: int4_rows(MB, T, 128, xpm, xsm, K, w, s, b, ym, N); break;                         \
+        default: int4_rows(MB, T, group, xpm, xsm, K, w, s, b, ym, N); break;                        \
+        }                                                                                             \
+    } while (0)
 
 /* Returns 0, or -1 where the shapes do not fit (group not a multiple of 16 dividing K) or memory
  * for the reordered activations could not be had. */
@@ -152,14 +179,14 @@ int harness_gemv_int4(const float *x, int64_t M, int64_t K, const uint8_t *q, co
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t n = 0; n < N; n++) {
         const uint8_t *w = q + n * (K / 2);
-        const float *s = sz + 2 * n;
+        const float *s = sz + 2 * n * G;
         const float b = bias ? bias[n] : 0.0f;
         int64_t m = 0;
-        for (; m + 4 <= M; m += 4) int4_rows(4, xp + m * K, xs + m * G, K, group, w, s, N, b, y + m * N + n);
+        for (; m + 4 <= M; m += 4) INT4_ROWS(4, 1);
         switch (M - m) {
-        case 3: int4_rows(3, xp + m * K, xs + m * G, K, group, w, s, N, b, y + m * N + n); break;
-        case 2: int4_rows(2, xp + m * K, xs + m * G, K, group, w, s, N, b, y + m * N + n); break;
-        case 1: int4_rows(1, xp + m * K, xs + m * G, K, group, w, s, N, b, y + m * N + n); break;
+        case 3: INT4_ROWS(3, 1); break;
+        case 2: if (G % 2) INT4_ROWS(2, 1); else INT4_ROWS(2, 2); break;
+        case 1: if (G % 2) INT4_ROWS(1, 1); else INT4_ROWS(1, 2); break;
         default: break;
         }
     }
