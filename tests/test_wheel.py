@@ -68,7 +68,8 @@ def test_wheel_carries_tasks_cli_and_extras(wheel):
         metadata = z.read(meta).decode()
     tasks = {p.relative_to(REPO / "tasks").as_posix() for p in (REPO / "tasks").rglob("*") if p.is_file()}
     assert tasks and {f"harness/_tasks/{t}" for t in tasks} <= names
-    assert {"harness/cli/__init__.py", "harness/cli/run.py", "harness/py.typed"} <= names
+    assert {"harness/cli/__init__.py", "harness/cli/run.py", "harness/py.typed",
+            "harness/models/scratch/kernels/quant_gemv.c"} <= names  # compiled at first use
     assert not any(n.startswith("tests/") for n in names)
     assert "Name: harness-lm" in metadata
     for extra in ("llamacpp", "serve", "plots", "test"):
