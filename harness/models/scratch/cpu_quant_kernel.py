@@ -121,25 +121,29 @@ def load() -> Loaded:
     return Loaded(lib)
 
 
-def _check(x: Tensor, bias: Tensor | None) -> None:
-    if x.dtype != torch.float32 or x.dim() != 2 or not x.is_contiguous() or x.device.type != "cpu":
+def _check(x: Tensor, n: int, bias: Tensor | None) -> None:
+    """What the C code assumes of the activations and bias (a wrong pointer would crash it)."""
+    if x.dtype != torch.float32 or x.dim() != 2 or not x.is_contiguous() or not x.is_cpu:
         raise ValueError("the AVX2 kernels take contiguous float32 [M, K] CPU activations")
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
-        raise ValueError("the AVX2 kernels take a contiguous float32 bias")
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous() or bias.numel() != n):
+        raise ValueError(f"the AVX2 kernels take a contiguous float32 bias of {n} values")
 
 
 def check_weights(qweight: Tensor, scales: Tensor, scheme: str) -> None:
-    """The weight layouts the kernels read (quant.py's buffers), checked once per layer."""
+    """The weight layouts the kernels read (quant.py's buffers, int4's scales in row_scales' order)."""
     want = torch.int8 if scheme == "int8" else torch.uint8
-    if qweight.dtype != want or scales.dtype != torch.float32 or not (qweight.is_contiguous() and scales.is_contiguous()):
-        raise ValueError(f"the AVX2 {scheme} kernel takes contiguous {want} weights and float32 scales")
+    n = qweight.shape[0]
+    if (qweight.dtype != want or scales.dtype != torch.float32 or not qweight.is_contiguous()
+            or not scales.is_contiguous() or scales.shape[0] != n or not qweight.is_cpu or not scales.is_cpu):
+        raise ValueError(f"the AVX2 {scheme} kernel takes contiguous {want} weights and float32 scales, one row per channel")
 
 
 def int8_matmul(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None = None) -> Tensor:
     """x [M, K] float32 times the int8 weights [N, K] with one scale per output channel."""
-    _check(x, bias)
     (m, k), n = x.shape, qweight.shape[0]
-    if qweight.shape[1] != k:
+    _check(x, n, bias)
+    check_weights(qweight, scales, "int8")
+    if qweight.shape[1] != k or scales.dim() != 1:
         raise ValueError(f"activations have {k} features, the weights {qweight.shape[1]}")
     out = torch.empty(m, n, dtype=torch.float32)
     load().lib.harness_gemv_int8(x.data_ptr(), m, k, qweight.data_ptr(), scales.data_ptr(),
@@ -156,8 +160,9 @@ def row_scales(scales_and_zeros: Tensor) -> Tensor:
 def int4_matmul(x: Tensor, qweight: Tensor, scales: Tensor, group: int, bias: Tensor | None = None) -> Tensor:
     """x [M, K] float32 times the packed int4 weights [N, K / 2] with (scale, zero) per group in
     row_scales' layout [N, K / group, 2]."""
-    _check(x, bias)
     (m, k), n = x.shape, qweight.shape[0]
+    _check(x, n, bias)
+    check_weights(qweight, scales, "int4")
     if qweight.shape[1] * 2 != k or scales.shape != (n, k // group, 2):
         raise ValueError(f"activations have {k} features; the int4 weights and scales do not match them")
     out = torch.empty(m, n, dtype=torch.float32)

@@ -292,6 +292,7 @@ class QuantLinear(nn.Module):
         if kernel == "aten-int4pack" and self.out_features % 16:  # the packing's row blocks
             kernel = "dequant"
         self.scheme, self.group, self.kernel = scheme, group, kernel
+        self.avx2 = kernel.startswith("avx2-")
         w = linear.weight.detach()
         if w.is_mkldnn:
             raise ValueError("quantize before packing: this weight is in oneDNN's blocked layout")
@@ -329,15 +330,21 @@ class QuantLinear(nn.Module):
         if self.scheme == "int8-dynamic":
             return self._forward_dynamic(x)
         shape = x.shape
-        if self.kernel == "dequant" or x.numel() >= DENSE_ROWS * shape[-1]:
+        rows = x.numel() // shape[-1]
+        if self.kernel == "dequant" or rows >= DENSE_ROWS:
             out = F.linear(x, self.dense_weight(x.dtype))
-        elif self.kernel.startswith("avx2-"):  # float32 activations only (choose_quant_kernel)
-            flat = x.reshape(-1, shape[-1]).float().contiguous()
-            if self.kernel == "avx2-int8":
-                out = cpu_quant_kernel.int8_matmul(flat, self.qweight, self.scales, self.bias)
+        elif self.avx2:  # decode: the C kernel, called with as little Python around it as possible
+            flat = x.reshape(rows, shape[-1])
+            if flat.dtype != torch.float32 or not flat.is_contiguous():
+                flat = flat.float().contiguous()
+            buffers = self._buffers  # not through nn.Module.__getattr__
+            if self.scheme == "int8":
+                out = cpu_quant_kernel.int8_matmul(flat, buffers["qweight"], buffers["scales"], self.bias)
             else:
-                out = cpu_quant_kernel.int4_matmul(flat, self.qweight, self.row_scales, self.group, self.bias)
-            return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
+                out = cpu_quant_kernel.int4_matmul(flat, buffers["qweight"], self.row_scales, self.group,
+                                                   self.bias)
+            out = out.view(*shape[:-1], self.out_features)
+            return out if x.dtype == torch.float32 else out.to(x.dtype)
         else:
             flat = x.reshape(-1, shape[-1]).float().contiguous()
             if self.kernel == "aten-int8pack":
