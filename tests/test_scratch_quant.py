@@ -162,6 +162,7 @@ def test_avx2_kernel_equals_the_dequantized_product(scheme, n, k, group, rows):
         out = kernel(x, b)
         assert out.shape == (rows, n) and out.dtype == torch.float32
         assert float((out - ref).abs().max()) <= 5e-6 * float(ref.abs().max()), (scheme, rows)
+    assert kernel(torch.randn(0, k), None).shape == (0, n)  # no rows: an empty product, not an error
 
 
 @needs_avx2
@@ -206,6 +207,11 @@ def test_kernel_cache_is_keyed_and_reused(fresh_kernel_probes, monkeypatch, tmp_
     cpu_quant_kernel.load.cache_clear()
     assert cpu_quant_kernel.load().lib is not None
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built.name] and built.stat().st_mtime_ns == stamp
+    # a cache folder that cannot be made (here: under a file) compiles into a temporary folder
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(cpu_quant_kernel.CACHE_ENV, str(tmp_path / "a-file" / "kernels"))
+    cpu_quant_kernel.load.cache_clear()
+    assert cpu_quant_kernel.load().lib is not None, cpu_quant_kernel.load().reason
 
 
 @pytest.mark.parametrize(("cc", "reason"), [("/nonexistent/cc", "no C compiler"), ("false", "compiling quant_gemv.c failed")])

@@ -7,7 +7,8 @@ keyed by the source's sha256, the compiler's version and the flags, and calls it
 with the tensors' data pointers. No Python package is needed, only a C compiler.
 
     $HARNESS_CC            the compiler (else $CC, else cc or gcc on the PATH)
-    $HARNESS_KERNEL_CACHE  where the compiled libraries go (else <harness cache dir>/kernels)
+    $HARNESS_KERNEL_CACHE  where the compiled libraries go (else <harness cache dir>/kernels; where
+                           that cannot be written, a temporary folder for this process)
 
 `load()` answers the library or, where it cannot be had (not an AVX2 + FMA CPU, no compiler, the
 compile failed), why not; quant.py then keeps the kernels it had before.
@@ -82,8 +83,13 @@ def _compile(cc: str) -> Path:
     target = folder / f"quant_gemv-{key[:24]}.so"
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".quant_gemv-", suffix=".so", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".quant_gemv-", suffix=".so", dir=folder)
+    except OSError:  # a read-only cache: compile for this process only
+        folder = Path(tempfile.mkdtemp(prefix="harness-kernels-"))
+        target = folder / target.name
+        fd, tmp = tempfile.mkstemp(prefix=".quant_gemv-", suffix=".so", dir=folder)
     os.close(fd)
     try:
         proc = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)

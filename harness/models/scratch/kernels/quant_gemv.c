@@ -170,7 +170,8 @@ ALWAYS_INLINE void int4_rows(const int MB, const int T, const int64_t GROUP, con
  * for the reordered activations could not be had. */
 int harness_gemv_int4(const float *x, int64_t M, int64_t K, const uint8_t *q, const float *sz,
                       int64_t group, const float *bias, int64_t N, float *y, int threads) {
-    if (group <= 0 || group % 16 || K % group || M <= 0) return -1;
+    if (group <= 0 || group % 16 || K % group || M < 0) return -1;
+    if (M == 0) return 0;
     const int64_t G = K / group;
     float *xp = (float *)malloc(sizeof(float) * (size_t)(M * K + M * G));
     if (!xp) return -1;
