@@ -234,6 +234,14 @@ def test_without_a_compiler_the_old_kernels_give_the_same_numbers(fresh_kernel_p
     assert torch.allclose(QuantLinear(lin, "int8", None, kernel)(x), ref, atol=1e-4, rtol=1e-4)
 
 
+@needs_avx2
+def test_a_kernel_that_disagrees_is_not_used(fresh_kernel_probes, monkeypatch, caplog):
+    monkeypatch.setattr(cpu_quant_kernel, "int8_matmul", lambda x, q, s, b=None: torch.zeros(x.shape[0], q.shape[0]))
+    with caplog.at_level("WARNING", logger="harness.models.scratch.quant"):
+        assert not choose_quant_kernel("int8", None, "cpu", torch.float32, "auto").startswith("avx2-")
+    assert "disagrees" in caplog.text
+
+
 def test_a_cpu_without_avx2_never_takes_the_kernel(fresh_kernel_probes, monkeypatch):
     monkeypatch.setattr(packing, "cpu_features", lambda: packing.CpuFeatures("DEFAULT", frozenset({"sse2", "avx"})))
     assert not cpu_quant_kernel.cpu_has_avx2_fma()

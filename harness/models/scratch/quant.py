@@ -202,10 +202,14 @@ def avx2_works(scheme: str, group: int | None = None) -> bool:
         dense, q, s = dequantize_int4(q, s, group or 32), pack_nibbles(q), cpu_quant_kernel.row_scales(s)
     for rows in (1, 2, 3, 4, 5):
         x = torch.randn(rows, k, generator=g)
-        if scheme == "int8":
-            out = cpu_quant_kernel.int8_matmul(x, q, s, bias)
-        else:
-            out = cpu_quant_kernel.int4_matmul(x, q, s, group or 32, bias)
+        try:
+            if scheme == "int8":
+                out = cpu_quant_kernel.int8_matmul(x, q, s, bias)
+            else:
+                out = cpu_quant_kernel.int4_matmul(x, q, s, group or 32, bias)
+        except (ValueError, OSError) as err:
+            log.warning("quant: the AVX2 %s kernel is not used (%s); torch's kernels instead", scheme, err)
+            return False
         if not torch.allclose(out, F.linear(x, dense, bias), atol=1e-4, rtol=1e-4):
             log.warning("quant: the AVX2 %s kernel disagrees with the dequantized product here; torch's kernels instead",
                         scheme)
