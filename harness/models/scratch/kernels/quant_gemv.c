@@ -4,13 +4,16 @@
  *   int8:  w[n, k] = scales[n] * q[n, k], q int8 [N, K]
  *   int4:  w[n, k] = (q[n, k] - 8) * s[n, g] + z[n, g], g = k / group, q packed two per byte in
  *          [N, K / 2] (element 2i in the low nibble, 2i + 1 in the high), sz float32 [N, K / group, 2]
- *          holding (s, z): one output channel's scales side by side, read with its weights. Per group: s * sum_k x_k q_k + (z - 8 s) * sum_k x_k, the second sum
- *          taken once per call for all output channels.
+ *          holding (s, z): one output channel's scales side by side, read with its weights.
+ *          Per group: s * sum_k x_k q_k + (z - 8 s) * sum_k x_k, the second sum taken once per
+ *          call for all output channels.
  *
  * Loaded by harness/models/scratch/cpu_quant_kernel.py through ctypes, compiled with
  * -O3 -mavx2 -mfma -fopenmp. Each output channel's weight row is read from memory once and kept in
  * L1 while up to four activation rows at a time are multiplied with it (the row is widened to
- * float once per block of rows). The caller checks shapes, dtypes and contiguity.
+ * float once per block of rows). The caller checks shapes, dtypes and contiguity. The sums run in
+ * another order than a float GEMM's, so results agree with the dequantized product to float32
+ * rounding, not bit for bit.
  */
 #include <immintrin.h>
 #include <stdint.h>
