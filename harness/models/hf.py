@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Beyond this many logits in one scoring pass (64 MB in float32: a few hundred scored positions),
 # the head runs a chunk of positions at a time instead of over the whole batch at once.
 SPLIT_HEAD_LOGITS = 1 << 24
+CPU_PASS_TOKENS = 4096  # scoring on CPU: rows per forward pass so that rows x width stays about this
 
 
 def converted_gguf_dir(source: WeightSource) -> Path:
@@ -112,6 +113,11 @@ class HFLanguageModel(TorchLM):
     def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:
         inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
         width = max(len(x) for x in inputs)
+        step = max(1, CPU_PASS_TOKENS // width)
+        if self.device == "cpu" and len(pairs) > step:
+            # On a CPU a few rows at a time: the activations (and attention's [rows, heads, W, W]
+            # scores) of long rows stay small, at no cost in speed (batching buys little here).
+            return [r for a in range(0, len(pairs), step) for r in self.score_token_batch(pairs[a : a + step])]
         ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)  # [B, W], right-padded
         mask = torch.zeros((len(inputs), width), dtype=torch.long)
         for i, x in enumerate(inputs):
