@@ -64,8 +64,9 @@ def test_out_of_memory_in_a_shared_pass_halves_the_batch_and_counts_once(hf_smol
     import torch
 
     model = hf_smollm2
-    requests = [("Question: Which of these is a colour? Think of the sky.\nAnswer:", f" {c}")
-                for c in ("blue", "green", "a dog", "seven")] * 2
+    question = ("Question: Which of these is a colour? Think of the sky on a clear summer day, of the sea "
+                "seen from a cliff, and of the paint a child would choose for both of them.\nAnswer:")
+    requests = [(question, f" {c}") for c in ("blue", "green", "a dog", "seven")] * 2  # a prefix worth a pass
     expected = model.loglikelihood(requests)
     before = model.tokens_computed
     model.loglikelihood(requests)

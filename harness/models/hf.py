@@ -74,6 +74,10 @@ class HFLanguageModel(TorchLM):
     code_modules = ("harness.models.torch_lm", "harness.models.hf")
     devices = ("cpu", "cuda", "mps")
     seeds_per_row = True  # sampled rows draw from their own generators (RowSampler)
+    # Each shared prefix is its own batch-1 pass here (no batching across sibling prefixes, as
+    # scratch: has): on a CPU one costs about what 128 tokens of a batch do. Measured on
+    # knowledge_mc, 40 questions: 0-shot 14.3 s at 32 -> 10.6 s, 3-shot 20.3 s -> 16.9 s.
+    prefix_min_saved = 128
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
                  max_length: int | None = None, trust_remote_code: bool = False, revision: str | None = None,

@@ -162,8 +162,12 @@ class TokenizedLM(LanguageModel):
 
             many = {"extend_many": extend_many, "suffixes_many": suffixes_many}
         # sibling prefixes per batched pass follow the batch size (so an out-of-memory retry shrinks them)
-        return run_plan(plan(pairs), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes,
+        return run_plan(plan(pairs, self.prefix_min_saved), pairs, unshared=self.run_batches, extend=extend, suffixes=suffixes,
                         nodes_per_pass=max(1, min(16, 2 * self.batch_size)), **many)
+
+    # A shared prefix gets its own pass when that saves at least this many token positions
+    # (shared_prefix.plan); backends whose prefix passes cost more raise it.
+    prefix_min_saved = 32  # shared_prefix.MIN_SAVED_TOKENS
 
     def extend_prefix(self, state: Any, tokens: list[int]) -> Any:
         """A new prefix state: `state`'s tokens (None: none) followed by `tokens`, one batch-1
