@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
 from harness.models.source import WeightSource, source_fingerprint
 from harness.models.tokenized import TokenPair
-from harness.models.torch_lm import TorchLM, converted_copy, hub_error, quiet_transformers, score_hidden
+from harness.models.torch_lm import TorchLM, converted_copy, hub_error, quiet_transformers, score_hidden, scored_positions
 from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,7 @@ class HFLanguageModel(TorchLM):
             return self._responses(logits, inputs, pairs, first)  # logits: [B, keep, V]
         body, head = split
         hidden = body(input_ids=ids, attention_mask=mask, **extra).last_hidden_state  # [B, W, dim]
-        rows, cols, targets = [], [], []
-        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
-            rows += [i] * len(cont)
-            cols += range(len(x) - len(cont), len(x))
-            targets += cont
+        rows, cols, targets = scored_positions(inputs, pairs)
         scored = hidden[torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)]
         del hidden
         return score_hidden(head, scored, targets, pairs, self.vocab_size)

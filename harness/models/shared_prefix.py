@@ -37,7 +37,8 @@ class PrefixNode:
     children: list[PrefixNode] = field(default_factory=list)
 
 
-def _common(a: list[int], b: list[int], cap: int) -> int:
+def common_length(a: Sequence[int], b: Sequence[int], cap: int) -> int:
+    """How many leading tokens a and b share, at most `cap`."""
     n = 0
     for x, y in zip(a[:cap], b[:cap]):
         if x != y:
@@ -55,7 +56,7 @@ def plan(pairs: Sequence[TokenPair], min_saved: int = MIN_SAVED_TOKENS) -> Prefi
     order = sorted(range(len(pairs)), key=lambda i: inputs[i])
     # adj[k]: tokens that the k-th and (k+1)-th inputs in sorted order share, within both limits;
     # the prefix shared by a sorted run is the minimum of adj over it
-    adj = [_common(inputs[order[k]], inputs[order[k + 1]], min(limits[order[k]], limits[order[k + 1]]))
+    adj = [common_length(inputs[order[k]], inputs[order[k + 1]], min(limits[order[k]], limits[order[k + 1]]))
            for k in range(len(order) - 1)]
     root = PrefixNode(0, 0, order[0] if order else 0)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from harness.models.base import LanguageModel, rolling_windows
+from harness.models.shared_prefix import MIN_SAVED_TOKENS
 from harness.requests import GenerateRequest, LoglikelihoodResponse, ModelInfo, RollingResponse
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class TokenizedLM(LanguageModel):
 
     # A shared prefix gets its own pass when that saves at least this many token positions
     # (shared_prefix.plan); backends whose prefix passes cost more raise it.
-    prefix_min_saved = 32  # shared_prefix.MIN_SAVED_TOKENS
+    prefix_min_saved = MIN_SAVED_TOKENS
 
     def extend_prefix(self, state: Any, tokens: list[int]) -> Any:
         """A new prefix state: `state`'s tokens (None: none) followed by `tokens`, one batch-1

@@ -29,6 +29,19 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 HEAD_CHUNK_ELEMENTS = 6 << 20  # logits per chunk of scored positions: 24 MB in float32, cache-sized
 
 
+def scored_positions(inputs: Sequence[list[int]], pairs: Sequence[TokenPair]) -> tuple[list[int], list[int], list[int]]:
+    """(rows, columns, targets) of every position of right-padded `inputs` that predicts a
+    continuation token of `pairs`, in order (the order score_hidden reads them in)."""
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
+    for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
+        rows += [i] * len(cont)
+        cols += range(len(x) - len(cont), len(x))
+        targets += cont
+    return rows, cols, targets
+
+
 def score_hidden(head: Callable[[torch.Tensor], torch.Tensor], scored: torch.Tensor, targets: list[int],
                  pairs: Sequence[TokenPair], vocab_size: int) -> list[LoglikelihoodResponse]:
     """Responses from the hidden states [N, dim] that predict `targets` (the pairs'

@@ -19,7 +19,7 @@ from harness.models.scratch.quant import parse_quant, quantize_model, requested_
 from harness.models.scratch.weights import load_gguf, load_hf_dir
 from harness.models.source import WeightSource, source_fingerprint
 from harness.models.tokenized import TokenPair
-from harness.models.torch_lm import TorchLM, converted_copy, hub_error, score_hidden
+from harness.models.torch_lm import TorchLM, converted_copy, hub_error, score_hidden, scored_positions
 from harness.requests import GenerateRequest, LoglikelihoodResponse
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,9 @@ class ScratchLanguageModel(TorchLM):
         the (row, column) of every position that predicts a continuation token, with its target."""
         inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
         ids = torch.full((len(inputs), max(len(x) for x in inputs)), self.pad_token_id, dtype=torch.long)  # [B, W]
-        rows, cols, targets = [], [], []
-        for i, (x, (_, cont)) in enumerate(zip(inputs, pairs)):
+        for i, x in enumerate(inputs):
             ids[i, : len(x)] = torch.tensor(x)
-            rows += [i] * len(cont)
-            cols += range(len(x) - len(cont), len(x))
-            targets += cont
-        return ids, rows, cols, targets, inputs
+        return ids, *scored_positions(inputs, pairs), inputs
 
     @torch.inference_mode()
     def score_token_batch(self, pairs: Sequence[TokenPair]) -> list[LoglikelihoodResponse]:

@@ -21,10 +21,7 @@ import torch
 from torch import Tensor
 
 from harness.models.scratch.model import Transformer
-
-# A prefix common to every prompt is run once when that saves at least this many token positions
-# (as harness/models/shared_prefix.py's MIN_SAVED_TOKENS for scoring).
-MIN_SHARED_PREFIX = 32
+from harness.models.shared_prefix import MIN_SAVED_TOKENS, common_length
 
 
 @dataclass(frozen=True)
@@ -202,18 +199,15 @@ class _Prefix:
 
 def _shared_prefix(model: Transformer, prompts: Sequence[Sequence[int]]) -> _Prefix | None:
     """The prefix every prompt shares, run once through cache row 0 (which is free: nothing is
-    admitted yet), or None where fewer than MIN_SHARED_PREFIX tokens would be saved. It stops a
+    admitted yet), or None where fewer than shared_prefix.MIN_SAVED_TOKENS positions would be saved. It stops a
     token short of the shortest prompt, so every prompt's last position (its next-token logits)
     is computed in its own prefill."""
     if len(prompts) < 2:
         return None
     first, length = prompts[0], min(len(p) for p in prompts) - 1
     for p in prompts[1:]:
-        n = 0
-        while n < length and p[n] == first[n]:
-            n += 1
-        length = n
-    if length * (len(prompts) - 1) < MIN_SHARED_PREFIX:
+        length = common_length(first, p, length)
+    if length * (len(prompts) - 1) < MIN_SAVED_TOKENS:
         return None
     device = model.inv_freq.device
     tokens = torch.tensor([list(first[:length])], dtype=torch.long, device=device)
