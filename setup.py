@@ -7,7 +7,8 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["harness", "harness.*"]), "harness._tasks"],
     package_dir={"harness._tasks": "tasks"},
-    # the C source of the AVX2 quantized kernels, compiled at first use (harness/models/scratch/cpu_quant_kernel.py)
+    # the C sources of the AVX2 kernels (quantized products, the fused decode step), compiled at first use
+    # (harness/models/scratch/cpu_quant_kernel.py)
     package_data={"harness": ["py.typed"], "harness.models.scratch": ["kernels/*.c"], "harness._tasks": ["*", "**/*"]},
     exclude_package_data={"harness._tasks": ["**/__pycache__/*"]},
 )

@@ -11,6 +11,8 @@ import torch
 
 from harness.errors import HarnessError
 from harness.models.base import cut_at_stop
+from harness.models.scratch.fused_decode import attach as attach_fused
+from harness.models.scratch.hugepages import move_weights
 from harness.models.scratch.generate import Job, Sampling, generate_continuous, generate_tokens, make_decode_step
 from harness.models.scratch.model import Transformer
 from harness.models.scratch.prefix import PrefixState, forward_after, forward_rows_after
@@ -64,14 +66,14 @@ class ScratchLanguageModel(TorchLM):
 
     backend = "scratch"
     accepted_options = frozenset({"dtype", "device", "batch_size", "max_length", "compile", "kernels",
-                                  "quant", "group", "quant_kernels", "prefix_sharing"})
+                                  "quant", "group", "quant_kernels", "prefix_sharing", "fused_decode"})
     code_modules = ("harness.models.torch_lm", "harness.models.scratch")
     seeds_per_row = True  # each request samples from a generator seeded by its own seed
 
     def __init__(self, name: str, *, dtype: str = "float32", device: str = "cpu", batch_size: int | str = 8,
                  max_length: int | None = None, compile: bool = False, kernels: str | None = None,
                  quant: str | None = None, group: int | str | None = None, quant_kernels: str | None = None,
-                 prefix_sharing: bool = True):
+                 prefix_sharing: bool = True, fused_decode: bool = True):
         self._init_common(name, device=device, dtype=dtype, batch_size=batch_size)
         # not in the cache key: shared and unshared scores differ by float summation order only
         self.prefix_sharing = bool(prefix_sharing)
@@ -99,6 +101,11 @@ class ScratchLanguageModel(TorchLM):
         plan = quantize_model(self.model, quant, group, device=self.device, dtype=self.dtype, requested=quant_request)
         self.quant = {"quant": quant, "group": group, "quant_kernels": plan.label} if plan else {}
         self.kernels = apply_kernels(self.model, choose_kernels(self.device, self.dtype, requested))
+        # the weights on huge pages (bit for bit the same values) before anything keeps their addresses
+        self.huge_page_bytes = move_weights(self.model) if self.device == "cpu" else 0
+        # not in the cache key either: the fused decode step changes float summation order only
+        why_not = attach_fused(self.model, enabled=bool(fused_decode) and requested != "plain")
+        self.decode_kernels = "avx2-fused" if why_not is None else f"torch ({why_not})"
         self.tokenizer = load_tokenizer(self.source, location, weights)
         if template and not getattr(self.tokenizer, "chat_template", None):
             self.tokenizer.chat_template = template
@@ -111,7 +118,8 @@ class ScratchLanguageModel(TorchLM):
         return self._n_params
 
     def extra_info(self) -> dict:
-        return {"architecture": self.config.architecture, "kernels": self.kernels, **self.quant,
+        return {"architecture": self.config.architecture, "kernels": self.kernels,
+                "decode_kernels": self.decode_kernels, "huge_page_mb": round(self.huge_page_bytes / 2**20), **self.quant,
                 "cpu": cpu_features().capability if self.device == "cpu" else None}
 
     def close(self) -> None:

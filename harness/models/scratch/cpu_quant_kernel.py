@@ -73,26 +73,26 @@ def kernel_cache_dir() -> Path:
     return cache_dir() / "kernels"
 
 
-def _compile(cc: str) -> Path:
-    """The shared library for this source, compiler and flags: from the cache, else compiled into it
+def _compile(cc: str, path: Path = SOURCE) -> Path:
+    """The shared library for a source, compiler and flags: from the cache, else compiled into it
     (a temporary name, then a rename, so processes compiling at once never see half a file)."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60, check=True)
-    source = SOURCE.read_bytes()
+    source = path.read_bytes()
     key = hashlib.sha256(b"\0".join([source, version.stdout.encode(), " ".join(FLAGS).encode()])).hexdigest()
     folder = kernel_cache_dir()
-    target = folder / f"quant_gemv-{key[:24]}.so"
+    target = folder / f"{path.stem}-{key[:24]}.so"
     if target.is_file():
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".quant_gemv-", suffix=".so", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".so", dir=folder)
     except OSError:  # a read-only cache: compile for this process only
         folder = Path(tempfile.mkdtemp(prefix="harness-kernels-"))
         target = folder / target.name
-        fd, tmp = tempfile.mkstemp(prefix=".quant_gemv-", suffix=".so", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".so", dir=folder)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([cc, *FLAGS, str(path), "-o", tmp], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
             raise RuntimeError(f"{Path(cc).name} failed: {last}")
@@ -103,23 +103,33 @@ def _compile(cc: str) -> Path:
     return target
 
 
-@functools.cache
-def load() -> Loaded:
-    """The compiled kernels, or why they cannot be had here (read once per process)."""
+def load_library(path: Path, abi_symbol: str, abi: int) -> Loaded:
+    """A kernel source compiled for this machine (`abi_symbol()` must answer `abi`), or why it
+    cannot be had here. Callers keep the answer (each source's loader is cached)."""
     if not cpu_has_avx2_fma():
         return Loaded(None, "this CPU has no AVX2 + FMA")
-    if not SOURCE.is_file():
-        return Loaded(None, f"{SOURCE.name} is missing from the installation")
+    if not path.is_file():
+        return Loaded(None, f"{path.name} is missing from the installation")
     cc = compiler()
     if cc is None:
         named = os.environ.get(CC_ENV) or os.environ.get("CC")
         return Loaded(None, f"no C compiler ({named!r} not found)" if named else "no C compiler (cc, gcc) on the PATH")
     try:
-        lib = ctypes.CDLL(str(_compile(cc)))
-        if lib.harness_qgemv_abi() != ABI:
+        lib = ctypes.CDLL(str(_compile(cc, path)))
+        if getattr(lib, abi_symbol)() != abi:
             return Loaded(None, "the compiled library does not match this loader")
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        return Loaded(None, f"compiling {SOURCE.name} failed ({err})")
+    except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
+        return Loaded(None, f"compiling {path.name} failed ({err})")
+    return Loaded(lib)
+
+
+@functools.cache
+def load() -> Loaded:
+    """The compiled quantized kernels, or why they cannot be had here (read once per process)."""
+    loaded = load_library(SOURCE, "harness_qgemv_abi", ABI)
+    lib = loaded.lib
+    if lib is None:
+        return loaded
     lib.harness_gemv_int8.argtypes = [_P, _I64, _I64, _P, _P, _P, _I64, _P, _INT]
     lib.harness_gemv_int8.restype = None
     lib.harness_gemv_int4.argtypes = [_P, _I64, _I64, _P, _P, _I64, _P, _I64, _P, _INT]

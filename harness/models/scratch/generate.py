@@ -184,7 +184,7 @@ def generate_continuous(
             if decode_step is not None:  # compiled: static shapes over the whole cache
                 logits = decode_step(feed, positions)
             else:
-                logits = model.head(model.forward_rows(feed, positions)[:, -1]).float()
+                logits = model.decode_logits(feed, positions)
     finally:
         model.clear_cache()
 

@@ -215,6 +215,7 @@ class Transformer(nn.Module):
         self.cache_valid: Tensor | None = None  # [B, S]: slots holding a real (non-padding) token
         self.cache_pad: Tensor | None = None  # [B]: left padding of each row
         self.causal: Tensor | None = None  # [S, S]: slot i sees slots <= i
+        self.fused = None  # fused_decode.FusedDecode, where fused_decode.attach gave it one
 
     def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
         """tokens [B, T] -> normed hidden states [B, T, dim].
@@ -255,6 +256,9 @@ class Transformer(nn.Module):
         rows `rows` [b] (all rows if None), each row at its own positions [b, T], which are also its
         cache slots; a query sees its row's slots up to its own position. -> hidden [b, T, dim].
         A row's slots past its position may hold another request's keys: the mask hides them."""
+        if self.fused is not None and tokens.shape[1] == 1 and tokens.shape[0] <= self.fused.max_rows \
+                and not torch.compiler.is_compiling():  # a decode step: a few C calls per layer
+            return self.fused.forward_rows(tokens, positions, rows)
         x = self.tok_embeddings(tokens)  # [b, T, dim]
         if self.config.embedding_scale != 1.0:
             x = x * torch.tensor(self.config.embedding_scale, dtype=x.dtype)
@@ -270,8 +274,19 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, positions, mask, kv_len, rows)
         return self.norm(x)
 
+    def decode_logits(self, tokens: Tensor, positions: Tensor, rows: Tensor | None = None) -> Tensor:
+        """One decode step over a cache from setup_cache: tokens, positions [b, 1] -> the next
+        token's logits [b, vocab] (float32), as head(forward_rows(...)[:, -1])."""
+        if self.fused is not None and tokens.shape[1] == 1 and tokens.shape[0] <= self.fused.max_rows \
+                and not torch.compiler.is_compiling():
+            return self.fused.decode_logits(tokens, positions, rows).float()
+        return self.head(self.forward_rows(tokens, positions, rows)[:, -1]).float()
+
     def head(self, hidden: Tensor) -> Tensor:
         """hidden [..., dim] -> logits [..., vocab]."""
+        if self.fused is not None and hidden.dim() == 2 and hidden.shape[0] <= self.fused.max_rows \
+                and not torch.compiler.is_compiling():
+            return self.fused.head(hidden)
         return self.output(hidden)
 
     def _ensure_rope(self, n: int) -> None:
