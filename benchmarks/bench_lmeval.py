@@ -18,7 +18,11 @@ SmolLM2-135M-Instruct that the harness's hf backend loads), the harness's `hf:` 
 prints per task every metric from each (they must agree), the largest relative difference from
 lm-eval's, the evaluation time (model loaded), the whole process's time, the peak resident memory
 and the ratios. Then the scratch decoder's float32 batch-1 decode against the memory bandwidth
-measured on the machine. The machine (CPU model, flags, the scratch kernels chosen) heads the
+measured on the machine, and what the machine allows (bench_lmeval_ceilings.py): the compute
+roof of peer_rolling (its model FLOPs over the float32 matrix-product peak measured here, against
+each runner's achieved rate and the largest speedup over lm-eval it leaves) and the memory floor
+(the peak of importing the runtime and loading the float32 weights, beside a third of lm-eval's
+peaks). The machine (CPU model, flags, the scratch kernels chosen) heads the
 table: on a shared machine, read the ratios, not the seconds. docs/bench.md says how to read it.
 """
 

@@ -149,7 +149,7 @@ def test_decode_bytes_count_a_tied_head_once():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 13 processes; on a loaded 2-core machine this has taken 15 minutes
+@pytest.mark.timeout(3600)  # 14 processes; on a loaded 2-core machine this has taken 15 minutes
 def test_small_run_agrees_with_lm_eval(tmp_path):
     bench = load_bench()
     out = tmp_path / "out"
