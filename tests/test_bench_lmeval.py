@@ -51,6 +51,14 @@ def test_matmul_peak_figures():
     assert p["threads"] >= 1 and p["repetitions"] == 1 and p["dtype"] == "float32"
 
 
+def test_attention_rate_figures():
+    from harness.benchmark.machine import attention_rate
+
+    a = attention_rate(length=32, n_heads=2, head_dim=8, repetitions=1)
+    assert a["flops"] == 4 * 2 * 8 * (32 * 33 // 2) and a["gflop_s"] > 0
+    assert (a["length"], a["n_heads"], a["head_dim"], a["repetitions"]) == (32, 2, 8, 1) and a["threads"] >= 1
+
+
 def tiny_config(**changes):
     from harness.models.scratch.config import ModelConfig
 
@@ -110,12 +118,16 @@ def test_ceilings_arithmetic():
                                    "total": 4e12, "per_position": 4e10, "mean_attended": 25.0},
                          "config": {"n_layers": 2, "n_heads": 2, "head_dim": 4, "max_length": 64}},
              "matmul": {"peak_gflop_s": 100.0, "threads": 2, "repetitions": 3,
-                        "shapes": [{"shape": "[2 x 2] @ [2 x 2]", "gflop_s": 100.0}]}}
+                        "shapes": [{"shape": "[2 x 2] @ [2 x 2]", "gflop_s": 100.0}]},
+             "attention": {"gflop_s": 20.0, "length": 60}}
     c = ceilings(rows, child)
     roof, floor = c["roof"], c["floor"]
     assert roof["roof_s"] == pytest.approx(40.0)  # 4 TFLOP at 100 GFLOP/s
     assert roof["max_speedup_over_lmeval"] == pytest.approx(2.0) and roof["target_speedup"] == 3.0
     assert roof["target_gflop_s"] == pytest.approx(150.0) and roof["target_fraction_of_peak"] == pytest.approx(1.5)
+    # the weight products' 3 TFLOP at 100 GFLOP/s, attention's 1 TFLOP at 20
+    assert roof["roof_attention_s"] == pytest.approx(30.0 + 50.0)
+    assert roof["max_speedup_over_lmeval_attention"] == pytest.approx(1.0)
     scratch = next(r for r in roof["runners"] if r["runner"] == "scratch:m")
     assert scratch["achieved_gflop_s"] == pytest.approx(100.0) and scratch["fraction_of_peak"] == pytest.approx(1.0)
     assert scratch["speedup_eval"] == pytest.approx(2.0) and roof["positions_mismatch"] == []
@@ -124,6 +136,7 @@ def test_ceilings_arithmetic():
     assert by_task["peer_mc"]["allowed_mib"] == pytest.approx(400.0) and by_task["peer_mc"]["reachable"] is False
     text = "\n".join(render_ceilings(c, child, "m"))
     assert "Compute roof" in text and "Memory floor" in text and "2.00x" in text and "beyond" in text
+    assert "| the roof with attention at torch's causal-attention rate (20.0 GFLOP/s at 60 positions) | 80.0 | 50.0 | 0.50 | 1.00x |" in text
     assert "| peer_mc | 1200 | 400 | 900 | 950 | no: below the floor |" in text
     # a runner that reports other token counts than the counted windows is flagged
     rows[1]["tokens_requested"] = 99
@@ -206,6 +219,9 @@ def test_small_run_agrees_with_lm_eval(tmp_path):
     for r in roof["runners"]:
         assert r["achieved_gflop_s"] > 0 and r["fraction_of_peak"] == pytest.approx(r["achieved_gflop_s"] / roof["peak_gflop_s"])
     assert roof["max_speedup_over_lmeval"] == pytest.approx(rows[("peer_rolling", "lm-eval")]["eval_s"] / roof["roof_s"])
+    a = child["attention"]
+    assert a["gflop_s"] > 0 and a["length"] == max(child["rolling"]["window_positions"]) and (a["n_heads"], a["head_dim"]) == (9, 64)
+    assert roof["roof_attention_s"] == pytest.approx(f["matrix_flops"] / roof["peak_gflop_s"] / 1e9 + f["attention_flops"] / a["gflop_s"] / 1e9)
     # the memory floor: the imports, then the float32 weights (538 MB), before any evaluation
     assert 530e6 < floor["weight_bytes"] < 540e6 and 50 < floor["imports_peak_mib"] < floor["floor_mib"] < 20_000
     assert floor["floor_mib"] >= floor["imports_peak_mib"] + floor["weight_bytes"] / 2**20 * 0.9

@@ -250,3 +250,28 @@ def matmul_peak(shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES, repetiti
             del a, b, weight, out
     return {"peak_gflop_s": max(s["gflop_s"] for s in per_shape), "shapes": per_shape,
             "repetitions": repetitions, "threads": torch.get_num_threads(), "dtype": "float32"}
+
+
+def attention_rate(length: int, n_heads: int, head_dim: int, repetitions: int = 3) -> dict[str, Any]:
+    """The rate torch's causal attention (`scaled_dot_product_attention`, `is_causal=True`, float32)
+    reaches here over one window of `length` positions and `n_heads` heads of `head_dim`, in
+    useful GFLOP/s: 4·n_heads·head_dim·length·(length + 1)/2, q·kᵀ and the weighted sum of v over
+    the positions each attends (not the masked half a kernel may compute anyway); best of
+    `repetitions` after a warm-up, on torch's current threads. Attention's products are thin
+    (inner dimension head_dim), so they run well below `matmul_peak`."""
+    import time
+
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.rand(1, n_heads, length, head_dim, generator=generator) for _ in range(3))
+    seconds = []
+    with torch.inference_mode():
+        for rep in range(repetitions + 1):  # the first is a warm-up
+            started = time.perf_counter()
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            if rep:
+                seconds.append(time.perf_counter() - started)
+    flops = 4 * n_heads * head_dim * length * (length + 1) // 2
+    return {"gflop_s": round(flops / min(seconds) / 1e9, 2), "length": length, "n_heads": n_heads,
+            "head_dim": head_dim, "flops": flops, "repetitions": repetitions, "threads": torch.get_num_threads()}
