@@ -24,14 +24,14 @@ from typing import Any
 # The project's targets that these ceilings bound: scratch: at least 3x faster than lm-eval on
 # rolling perplexity, and every backend's peak memory at most a third of lm-eval's.
 ROLLING_SPEEDUP_TARGET = 3.0
-MIB = 1024 * 1024
 MEMORY_TARGET_FRACTION = 1 / 3
+MIB = 1024 * 1024
 
 
 def child_ceilings(folder: str, spec: str, batch_size: int) -> dict[str, Any]:
     """In a fresh process: the memory floor (first, so that nothing else raises the peak), then the
     model FLOPs of the rolling task's windows and the machine's matrix-product peak."""
-    from harness.benchmark.machine import MIB, current_rss_bytes, peak_rss_bytes
+    from harness.benchmark.machine import current_rss_bytes, peak_rss_bytes
 
     import torch  # noqa: F401 - the runtime every runner imports
     import transformers  # noqa: F401
@@ -60,6 +60,7 @@ def child_ceilings(folder: str, spec: str, batch_size: int) -> dict[str, Any]:
     del lm
     peak = matmul_peak()
     # attention at the run's longest window (where its rate is highest): the generous reading
+    # (capped: the probe holds q, k, v and a length x length score matrix per head)
     attention = attention_rate(min(max((w[0] for w in windows), default=1), 8192), c.n_heads, c.head_dim)
     return {"floor": {"imports_peak_mib": imports_peak / MIB, "loaded_peak_mib": floor / MIB,
                       "loaded_rss_mib": resident / MIB,

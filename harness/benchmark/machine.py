@@ -244,9 +244,9 @@ def matmul_peak(shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES, repetiti
                     a, weight, None, "none", [], "")) / 1e9
             except (AttributeError, RuntimeError):
                 pass
+            # unrounded: a tiny shape on a busy machine may run at well under 0.01 GFLOP/s
             per_shape.append({"shape": f"[{m} x {k}] @ [{k} x {n}]", "m": m, "k": k, "n": n, "flops": flops,
-                              "gflop_s": round(max(rates.values()), 2),
-                              "gflop_s_by_kernel": {name: round(v, 2) for name, v in rates.items()}})
+                              "gflop_s": max(rates.values()), "gflop_s_by_kernel": rates})
             del a, b, weight, out
     return {"peak_gflop_s": max(s["gflop_s"] for s in per_shape), "shapes": per_shape,
             "repetitions": repetitions, "threads": torch.get_num_threads(), "dtype": "float32"}
@@ -273,5 +273,5 @@ def attention_rate(length: int, n_heads: int, head_dim: int, repetitions: int = 
             if rep:
                 seconds.append(time.perf_counter() - started)
     flops = 4 * n_heads * head_dim * length * (length + 1) // 2
-    return {"gflop_s": round(flops / min(seconds) / 1e9, 2), "length": length, "n_heads": n_heads,
+    return {"gflop_s": flops / min(seconds) / 1e9, "length": length, "n_heads": n_heads,
             "head_dim": head_dim, "flops": flops, "repetitions": repetitions, "threads": torch.get_num_threads()}
