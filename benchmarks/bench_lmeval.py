@@ -18,7 +18,11 @@ SmolLM2-135M-Instruct that the harness's hf backend loads), the harness's `hf:` 
 prints per task every metric from each (they must agree), the largest relative difference from
 lm-eval's, the evaluation time (model loaded), the whole process's time, the peak resident memory
 and the ratios. Then the scratch decoder's float32 batch-1 decode against the memory bandwidth
-measured on the machine. The machine (CPU model, flags, the scratch kernels chosen) heads the
+measured on the machine, and what the machine allows (bench_lmeval_ceilings.py): the compute
+roof of peer_rolling (its model FLOPs over the float32 matrix-product peak measured here, against
+each runner's achieved rate and the largest speedup over lm-eval it leaves) and the memory floor
+(the peak of importing the runtime and loading the float32 weights, beside a third of lm-eval's
+peaks). The machine (CPU model, flags, the scratch kernels chosen) heads the
 table: on a shared machine, read the ratios, not the seconds. docs/bench.md says how to read it.
 """
 
@@ -36,6 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the checkout's harness, when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_lmeval_ceilings, when imported by path
+from bench_lmeval_ceilings import ceilings, render_ceilings  # noqa: E402 - beside this file
 for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ.setdefault(_key, "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -276,6 +282,10 @@ def child_main(args: list[str]) -> int:
     kind = args[0]
     if kind == "decode":
         report = child_decode(int(args[1]), int(args[2]))
+    elif kind == "ceilings":
+        from bench_lmeval_ceilings import child_ceilings
+
+        report = child_ceilings(args[1], f"scratch:{MODEL}", int(args[2]))
     else:
         folder, task, batch = args[1], args[2], int(args[3])
         report = child_lmeval(folder, task, batch) if kind == "lm-eval" else child_harness(folder, task, kind, batch)
@@ -320,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runners", nargs="+", default=RUNNERS)
     p.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     p.add_argument("--no-decode", action="store_true", help="skip the batch-1 decode / memory bandwidth section")
+    p.add_argument("--no-ceilings", action="store_true",
+                   help="skip the compute roof (matrix-product peak, rolling FLOPs) and memory floor sections")
     p.add_argument("--output", type=Path, default=REPO / "results/bench-lmeval",
                    help="folder for bench_lmeval.json and bench_lmeval.md (default results/bench-lmeval/)")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -341,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench_lmeval:   {json.dumps(report['metrics'])}, eval {report['eval_s']:.1f} s, "
                       f"process {report['process_s']:.1f} s, peak {report['peak_rss_mib']:.0f} MiB",
                       file=sys.stderr, flush=True)
+        ceilings_child = None
+        if not args.no_ceilings:  # needs the task files: the rolling windows are counted from them
+            print("bench_lmeval: memory floor, rolling FLOPs and matrix-product peak ...", file=sys.stderr, flush=True)
+            ceilings_child = run_child(["ceilings", tmp, str(args.batch_size)])
     decode = None
     if not args.no_decode:
         print("bench_lmeval: scratch float32 batch-1 decode and memory bandwidth ...", file=sys.stderr, flush=True)
@@ -349,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     kernels = sorted({r["kernels"] for r in rows if r.get("kernels") and r["runner"].startswith("scratch:")})
     result = {"size": args.size, "size_settings": asdict(size), "sizes": sizes, "batch_size": args.batch_size,
               "agree_rel": AGREE_REL, "machine": machine_report(), "scratch_kernels": kernels,
-              "rows": rows, "decode": decode, "total_s": time.perf_counter() - started}
+              "rows": rows, "decode": decode, "ceilings_child": ceilings_child,
+              "ceilings": None if ceilings_child is None else ceilings(rows, ceilings_child),
+              "total_s": time.perf_counter() - started}
     report = render(result)
     print(report)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -401,6 +419,8 @@ def render(result: dict) -> str:
                   f"| {d['kernels']} | {d['tokens_per_s']:.1f} | {d['weight_bytes_per_token'] / 1e6:.0f} "
                   f"| {d['implied_gb_s']:.1f} | {b['read_gb_s']:.1f} | {b['copy_gb_s']:.1f} "
                   f"| {d['fraction_of_limit']:.2f} |"]
+    if result.get("ceilings"):
+        lines += render_ceilings(result["ceilings"], result["ceilings_child"], MODEL)
     return "\n".join(lines)
 
 

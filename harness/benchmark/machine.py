@@ -192,3 +192,86 @@ def memory_bandwidth(size_mib: int = 512, repetitions: int = 5) -> dict[str, Any
     return {"read_gb_s": round(max(reads.values()), 2), "read_by_kernel_gb_s": {k: round(v, 2) for k, v in reads.items()},
             "copy_gb_s": round(copy, 2), "limit_gb_s": round(max(reads.values()), 2),
             "size_mib": size_mib, "repetitions": repetitions, "threads": torch.get_num_threads()}
+
+
+# The matrix products of a decoder's pass over a batch of token positions (SmolLM2-135M's
+# widths: hidden 576, MLP 1536, an eighth of its 49,152-token head) and one large square product,
+# (m, k, n) for [m x k] @ [k x n]. A pass over 2,048 positions is what rolling perplexity and
+# batched scoring run; the square is what BLAS libraries are tuned for. Sized so that the whole
+# probe takes a few seconds on a 2-core AVX2 CPU.
+GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
+    (2048, 576, 1536),  # attention and MLP up-projections
+    (2048, 1536, 576),  # MLP down-projection
+    (2048, 576, 6144),  # a slice of the vocabulary head
+    (1536, 1536, 1536),
+)
+
+
+def matmul_peak(shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES, repetitions: int = 3) -> dict[str, Any]:
+    """The float32 matrix-product rate torch reaches here, in GFLOP/s (1e9 multiply-adds x 2), on
+    torch's current threads: per shape [m x k] @ [k x n] (2·m·k·n FLOPs), the best of
+    `repetitions` after a warm-up, through each kernel a model may reach: `torch.mm` into a
+    preallocated output, `torch.nn.functional.linear` against a [n x k] weight (the layout a
+    model's Linear layers hold: transformers' path) and oneDNN's linear on that weight (the
+    scratch decoder's float32 path) where this torch build has it. `peak_gflop_s` is the fastest
+    of them all: a forward pass made of such products does not run faster on this machine."""
+    import time
+
+    import torch
+
+    def best(fn) -> float:  # noqa: ANN001
+        fn()  # warm-up: first-touch of the output and any weight packing
+        seconds = []
+        for _ in range(repetitions):
+            started = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - started)
+        return min(seconds)
+
+    generator = torch.Generator().manual_seed(0)
+    per_shape: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        for m, k, n in shapes:
+            a = torch.rand(m, k, generator=generator)
+            b = torch.rand(k, n, generator=generator)
+            weight = b.t().contiguous()
+            out = torch.empty(m, n)
+            flops = 2 * m * k * n
+            rates = {"mm": flops / best(lambda: torch.mm(a, b, out=out)) / 1e9,
+                     "linear": flops / best(lambda: torch.nn.functional.linear(a, weight)) / 1e9}
+            try:  # oneDNN's linear, the scratch decoder's float32 kernel, where this torch has it
+                rates["onednn"] = flops / best(lambda: torch.ops.mkldnn._linear_pointwise(
+                    a, weight, None, "none", [], "")) / 1e9
+            except (AttributeError, RuntimeError):
+                pass
+            # unrounded: a tiny shape on a busy machine may run at well under 0.01 GFLOP/s
+            per_shape.append({"shape": f"[{m} x {k}] @ [{k} x {n}]", "m": m, "k": k, "n": n, "flops": flops,
+                              "gflop_s": max(rates.values()), "gflop_s_by_kernel": rates})
+            del a, b, weight, out
+    return {"peak_gflop_s": max(s["gflop_s"] for s in per_shape), "shapes": per_shape,
+            "repetitions": repetitions, "threads": torch.get_num_threads(), "dtype": "float32"}
+
+
+def attention_rate(length: int, n_heads: int, head_dim: int, repetitions: int = 3) -> dict[str, Any]:
+    """The rate torch's causal attention (`scaled_dot_product_attention`, `is_causal=True`, float32)
+    reaches here over one window of `length` positions and `n_heads` heads of `head_dim`, in
+    useful GFLOP/s: 4·n_heads·head_dim·length·(length + 1)/2, q·kᵀ and the weighted sum of v over
+    the positions each attends (not the masked half a kernel may compute anyway); best of
+    `repetitions` after a warm-up, on torch's current threads. Attention's products are thin
+    (inner dimension head_dim), so they run well below `matmul_peak`."""
+    import time
+
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.rand(1, n_heads, length, head_dim, generator=generator) for _ in range(3))
+    seconds = []
+    with torch.inference_mode():
+        for rep in range(repetitions + 1):  # the first is a warm-up
+            started = time.perf_counter()
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            if rep:
+                seconds.append(time.perf_counter() - started)
+    flops = 4 * n_heads * head_dim * length * (length + 1) // 2
+    return {"gflop_s": flops / min(seconds) / 1e9, "length": length, "n_heads": n_heads,
+            "head_dim": head_dim, "flops": flops, "repetitions": repetitions, "threads": torch.get_num_threads()}
