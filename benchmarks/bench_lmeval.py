@@ -225,7 +225,8 @@ def child_decode(new_tokens: int, repetitions: int) -> dict:
             rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
     per_token = decode_bytes_per_token(lm.model)
     tok_s = max(rates)
-    return {"kernels": lm.kernels, "tokens_per_s": tok_s, "tokens_per_s_runs": rates, "new_tokens": new_tokens,
+    return {"kernels": f"{lm.kernels}, decode step {lm.decode_kernels}", "huge_page_mb": round(lm.huge_page_bytes / 2**20),
+            "tokens_per_s": tok_s, "tokens_per_s_runs": rates, "new_tokens": new_tokens,
             "weight_bytes_per_token": per_token, "implied_gb_s": tok_s * per_token / 1e9,
             "bandwidth": bandwidth, "fraction_of_limit": tok_s * per_token / 1e9 / bandwidth["limit_gb_s"]}
 

@@ -77,6 +77,7 @@ def worker(label: str, new_tokens: int, repeats: int) -> dict:
     return {"label": label, "load_s": load_s, "decode_tok_s": (new_tokens - 1) / best,
             "ppl": math.exp(-float(lp.mean())), "tokens": len(ids), "threads": torch.get_num_threads(),
             "kernels": extra.get("kernels"), "quant_kernels": extra.get("quant_kernels"),
+            "decode_kernels": extra.get("decode_kernels"),
             "n_threads": extra.get("n_threads")}
 
 
@@ -177,6 +178,8 @@ def main() -> None:
         kernels = r["quant_kernels"] or r["kernels"] or (f"{r['n_threads']} threads" if r["n_threads"] else "")
         if r["quant_kernels"]:
             kernels += f" (rest {r['kernels']})"
+        if r.get("decode_kernels"):
+            kernels += f"; decode step {r['decode_kernels']}"
         rate = r["decode_tok_s"]
         vs_llama = f"{rate / llama['decode_tok_s']:.2f}x" if llama else "-"
         vs_hf = f"{rate / hf['decode_tok_s']:.2f}x" if hf else "-"
