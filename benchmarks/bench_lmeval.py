@@ -69,7 +69,7 @@ class Size:
 
 SIZES = {
     "small": Size(prose_docs=2, paragraphs=2, mc_docs=6, gen_docs=6, max_gen_toks=8, decode_tokens=16, decode_repetitions=1),
-    "full": Size(prose_docs=5, paragraphs=20, mc_docs=40, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=3),
+    "full": Size(prose_docs=5, paragraphs=20, mc_docs=40, gen_docs=32, max_gen_toks=16, decode_tokens=64, decode_repetitions=5),
 }
 
 ROLLING = """\

@@ -205,3 +205,27 @@ def test_huge_pages_can_be_turned_off(monkeypatch, tmp_path_factory):
     monkeypatch.setenv(hugepages.ENV, "0")
     assert hugepages.available() == f"{hugepages.ENV}=0"
     assert hugepages.move_weights(_tiny(tmp_path_factory)) == 0
+
+
+# -- large tensors on their own memory maps (torch_lm.large_tensors_mapped) ---------------------
+
+def test_large_tensors_get_their_own_maps_unless_turned_off(monkeypatch):
+    import platform
+
+    from harness.errors import HarnessError
+    from harness.models import torch_lm
+
+    try:
+        monkeypatch.setenv(torch_lm.MMAP_THRESHOLD_ENV, "0")
+        torch_lm.large_tensors_mapped.cache_clear()
+        assert torch_lm.large_tensors_mapped() == 0
+        monkeypatch.setenv(torch_lm.MMAP_THRESHOLD_ENV, "lots")
+        torch_lm.large_tensors_mapped.cache_clear()
+        with pytest.raises(HarnessError, match=torch_lm.MMAP_THRESHOLD_ENV):
+            torch_lm.large_tensors_mapped()
+        monkeypatch.delenv(torch_lm.MMAP_THRESHOLD_ENV)
+        torch_lm.large_tensors_mapped.cache_clear()
+        expected = 16 << 20 if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else 0
+        assert torch_lm.large_tensors_mapped() == expected
+    finally:
+        torch_lm.large_tensors_mapped.cache_clear()
