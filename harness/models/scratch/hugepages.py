@@ -60,6 +60,21 @@ def available() -> str | None:
     return None
 
 
+def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """An uninitialised CPU tensor on transparent huge pages (None where available() says no)."""
+    if available() is not None:
+        return None
+    nbytes = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+    try:
+        arena = mmap.mmap(-1, nbytes + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        arena.madvise(mmap.MADV_HUGEPAGE)
+    except (OSError, ValueError):
+        return None
+    raw = torch.frombuffer(arena, dtype=torch.uint8)  # the tensor keeps `arena` alive
+    start = (-raw.data_ptr()) % HUGE
+    return raw[start : start + nbytes].view(dtype).view(shape)
+
+
 def _movable(t: Tensor) -> bool:
     return (t.device.type == "cpu" and t.layout == torch.strided and not t.is_mkldnn and t.is_contiguous()
             and t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
