@@ -160,10 +160,15 @@ def smollm2():
 def test_smollm2_greedy_text_is_the_same_with_and_without_the_fused_step(smollm2):
     from harness.requests import GenerateRequest
 
+    from harness.models.scratch import hugepages
+
     assert smollm2.decode_kernels == "avx2-fused"
+    assert smollm2.huge_page_bytes == 0  # the weights move before the first generation, not at load
     requests = [GenerateRequest(prompt=p, max_gen_toks=24) for p in
                 ("The history of the printing press begins", "Water boils at", "My favourite colour is")]
     fused = smollm2.generate(requests)
+    if hugepages.available() is None:
+        assert smollm2.huge_page_bytes >= 538_000_000  # every float32 matrix of SmolLM2-135M
     step, smollm2.model.fused = smollm2.model.fused, None
     try:
         assert smollm2.generate(requests) == fused

@@ -101,8 +101,11 @@ class ScratchLanguageModel(TorchLM):
         plan = quantize_model(self.model, quant, group, device=self.device, dtype=self.dtype, requested=quant_request)
         self.quant = {"quant": quant, "group": group, "quant_kernels": plan.label} if plan else {}
         self.kernels = apply_kernels(self.model, choose_kernels(self.device, self.dtype, requested))
-        # the weights on huge pages (bit for bit the same values) before anything keeps their addresses
-        self.huge_page_bytes = move_weights(self.model) if self.device == "cpu" else 0
+        # the weights onto huge pages (bit for bit the same values) before the first generation, which
+        # reads them once per token; scoring, bound by arithmetic, does not wait for the ~1 s move
+        self.huge_page_bytes = 0
+        if self.device == "cpu":
+            self.model.before_decode = self._weights_to_huge_pages
         # not in the cache key either: the fused decode step changes float summation order only
         why_not = attach_fused(self.model, enabled=bool(fused_decode) and requested != "plain")
         self.decode_kernels = "avx2-fused" if why_not is None else f"torch ({why_not})"
@@ -117,9 +120,12 @@ class ScratchLanguageModel(TorchLM):
     def n_params(self) -> int:
         return self._n_params
 
+    def _weights_to_huge_pages(self) -> None:
+        self.huge_page_bytes = move_weights(self.model)
+
     def extra_info(self) -> dict:
         return {"architecture": self.config.architecture, "kernels": self.kernels,
-                "decode_kernels": self.decode_kernels, "huge_page_mb": round(self.huge_page_bytes / 2**20), **self.quant,
+                "decode_kernels": self.decode_kernels, **self.quant,
                 "cpu": cpu_features().capability if self.device == "cpu" else None}
 
     def close(self) -> None:

@@ -114,6 +114,7 @@ def generate_continuous(
             on_done(i, [])
     if not waiting:
         return out
+    model.ready_for_decode()
     device = model.inv_freq.device
     B = min(slots, len(waiting))
     S = max(len(jobs[i].prompt) + jobs[i].max_new_tokens for i in waiting)

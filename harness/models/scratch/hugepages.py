@@ -5,7 +5,8 @@ entry per 4 KiB (about 130,000 page walks a token for SmolLM2-135M in float32), 
 prefetchers stop at every page boundary; measured here, matrix-vector products over the model's
 weights read about 22 GB/s from 4 KiB pages and about 27 GB/s from 2 MiB pages. Most kernels
 enable transparent huge pages only for memory that asks (`enabled` = `madvise`), so the weights
-are copied, after loading, into one anonymous mapping advised with MADV_HUGEPAGE, in module order
+are copied (before the model's first generation: backend.py) into one anonymous mapping advised
+with MADV_HUGEPAGE, in module order
 (each layer's matrices side by side, the head last). Each old copy is handed back to the system
 (glibc's malloc_trim) as soon as it is replaced, so the move adds one tensor to the peak memory,
 not the model.

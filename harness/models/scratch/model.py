@@ -216,6 +216,7 @@ class Transformer(nn.Module):
         self.cache_pad: Tensor | None = None  # [B]: left padding of each row
         self.causal: Tensor | None = None  # [S, S]: slot i sees slots <= i
         self.fused = None  # fused_decode.FusedDecode, where fused_decode.attach gave it one
+        self.before_decode = None  # run once before the first generation (the backend's weight move)
 
     def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
         """tokens [B, T] -> normed hidden states [B, T, dim].
@@ -273,6 +274,12 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, positions, mask, kv_len, rows)
         return self.norm(x)
+
+    def ready_for_decode(self) -> None:
+        """Run the before_decode hook, once (generate.py calls this before a generation)."""
+        hook, self.before_decode = self.before_decode, None
+        if hook is not None:
+            hook()
 
     def decode_logits(self, tokens: Tensor, positions: Tensor, rows: Tensor | None = None) -> Tensor:
         """One decode step over a cache from setup_cache: tokens, positions [b, 1] -> the next
