@@ -168,7 +168,7 @@ def test_smollm2_greedy_text_is_the_same_with_and_without_the_fused_step(smollm2
                 ("The history of the printing press begins", "Water boils at", "My favourite colour is")]
     fused = smollm2.generate(requests)
     if hugepages.available() is None:
-        assert smollm2.huge_page_bytes >= 538_000_000  # every float32 matrix of SmolLM2-135M
+        assert smollm2.huge_page_bytes > 530_000_000  # every float32 matrix of SmolLM2-135M (norms stay)
     step, smollm2.model.fused = smollm2.model.fused, None
     try:
         assert smollm2.generate(requests) == fused
