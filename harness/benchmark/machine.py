@@ -12,6 +12,7 @@ import platform
 import re
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,19 @@ def describe(m: dict[str, Any]) -> str:
 
 
 
+def best_seconds(fn: Callable[[], Any], repetitions: int) -> float:
+    """The fastest of `repetitions` timed calls of fn, after one untimed warm-up call."""
+    import time
+
+    fn()
+    seconds = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - started)
+    return min(seconds)
+
+
 def memory_bandwidth(size_mib: int = 512, repetitions: int = 5) -> dict[str, Any]:
     """The memory bandwidth torch reaches here, in GB/s (1e9 bytes), over a float32 buffer of
     `size_mib` (far larger than any cache), best of `repetitions` after a warm-up, on torch's
@@ -161,8 +175,6 @@ def memory_bandwidth(size_mib: int = 512, repetitions: int = 5) -> dict[str, Any
     on 2 MiB pages (`*_huge_pages`), which reads faster than 4 KiB pages. `limit_gb_s` is the
     fastest read of all: a batch-1 decode step only reads its weights, so it cannot read them
     faster than that."""
-    import time
-
     import torch
 
     cols = 4096
@@ -173,13 +185,7 @@ def memory_bandwidth(size_mib: int = 512, repetitions: int = 5) -> dict[str, Any
     nbytes = rows * cols * 4
 
     def best(fn) -> float:  # noqa: ANN001
-        fn()  # warm-up: touches every page
-        seconds = []
-        for _ in range(repetitions):
-            started = time.perf_counter()
-            fn()
-            seconds.append(time.perf_counter() - started)
-        return min(seconds)
+        return best_seconds(fn, repetitions)  # the warm-up touches every page
 
     reads = {"sum": nbytes / best(src.sum) / 1e9, "mv": nbytes / best(lambda: torch.mv(src, vec)) / 1e9}
     try:
@@ -233,18 +239,10 @@ def matmul_peak(shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES, repetiti
     model's Linear layers hold: transformers' path) and oneDNN's linear on that weight (the
     scratch decoder's float32 path) where this torch build has it. `peak_gflop_s` is the fastest
     of them all: a forward pass made of such products does not run faster on this machine."""
-    import time
-
     import torch
 
     def best(fn) -> float:  # noqa: ANN001
-        fn()  # warm-up: first-touch of the output and any weight packing
-        seconds = []
-        for _ in range(repetitions):
-            started = time.perf_counter()
-            fn()
-            seconds.append(time.perf_counter() - started)
-        return min(seconds)
+        return best_seconds(fn, repetitions)  # the warm-up: first touch of the output, weight packing
 
     generator = torch.Generator().manual_seed(0)
     per_shape: list[dict[str, Any]] = []
