@@ -113,7 +113,7 @@ def test_register_backend_decorator_in_process():
 
 def test_unknown_options_are_rejected_with_the_valid_ones():
     with pytest.raises(HarnessError, match=r"no option 'dtyp' \(did you mean 'dtype'\?\); its options: "
-                                           r"batch_size, compile, device, dtype, group, kernels, max_length, prefix_sharing, quant, quant_kernels"):
+                                           r"batch_size, compile, device, dtype, fused_decode, group, kernels, max_length, prefix_sharing, quant, quant_kernels"):
         load_model("scratch:smollm2-135m", dtyp="bfloat16")
     with pytest.raises(HarnessError, match="no option 'n_threads'"):
         load_model("hf:smollm2-135m", n_threads=2)
