@@ -234,3 +234,29 @@ def test_large_tensors_get_their_own_maps_unless_turned_off(monkeypatch):
         assert torch_lm.large_tensors_mapped() == expected
     finally:
         torch_lm.large_tensors_mapped.cache_clear()
+
+
+@needs_kernels
+def test_new_caches_and_moved_weights_are_read_at_their_new_addresses(tiny, monkeypatch):
+    """Each generation allocates new caches and the first one moves the weights: the step must
+    never keep an old address (it would write into freed memory)."""
+    from harness.models.scratch import hugepages
+
+    fused_decode.attach(tiny)
+    try:
+        jobs = [Job([5, 9, 30, 41], 6), Job([3, 4], 9)]
+        expected = generate_continuous(tiny, jobs, 2)
+        for slots, length in ((2, 16), (3, 40), (1, 8)):
+            tiny.setup_cache(slots, length)
+            k, v = tiny.fused._cache_pointers()
+            assert k.tolist() == [layer.attention.cache.k.data_ptr() for layer in tiny.layers]
+            assert v.tolist() == [layer.attention.cache.v.data_ptr() for layer in tiny.layers]
+            tiny.clear_cache()
+        if hugepages.available() is None:
+            monkeypatch.setattr(hugepages, "MIN_BYTES", 1)
+            before = tiny.fused._layer_array()[0].wqkv
+            assert hugepages.move_weights(tiny) > 0
+            assert tiny.fused._layer_array()[0].wqkv != before
+        assert generate_continuous(tiny, jobs, 3) == expected
+    finally:
+        tiny.fused = None

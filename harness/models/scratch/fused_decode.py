@@ -35,7 +35,7 @@ from harness.models.scratch.cpu_quant_kernel import Loaded
 from harness.models.scratch.packing import Linear
 
 SOURCE = Path(__file__).with_name("kernels") / "decode_step.c"
-ABI = 1
+ABI = 2
 MAX_ROWS = 16  # above this many rows a blocked matrix product (oneDNN) reuses weights better
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
@@ -46,8 +46,7 @@ class _Heads(ctypes.Structure):
 
 
 class _Layer(ctypes.Structure):
-    _fields_ = [(name, _P) for name in ("attn_norm", "ffn_norm", "wqkv", "bqkv", "wo", "bo", "w13", "b13", "w2", "b2",
-                                        "kcache", "vcache")]
+    _fields_ = [(name, _P) for name in ("attn_norm", "ffn_norm", "wqkv", "bqkv", "wo", "bo", "w13", "b13", "w2", "b2")]
 
 
 class _Step(ctypes.Structure):
@@ -70,7 +69,7 @@ def load() -> Loaded:
     lib.harness_silu_mul.restype = None
     lib.harness_rope_attend.argtypes = [_P, _I64, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I64, _F, _P, _P, _INT]
     lib.harness_rope_attend.restype = _INT
-    lib.harness_decode_layers.argtypes = [ctypes.POINTER(_Step), ctypes.POINTER(_Layer), _I64, _INT]
+    lib.harness_decode_layers.argtypes = [ctypes.POINTER(_Step), ctypes.POINTER(_Layer), _P, _P, _I64, _INT]
     lib.harness_decode_layers.restype = _INT
     return loaded
 
@@ -129,7 +128,10 @@ class FusedDecode:
         self.whole = all(isinstance(m, Linear) for layer in model.layers
                          for m in (layer.attention.wqkv, layer.attention.wo, layer.feed_forward.w13, layer.feed_forward.w2))
         self._buffers: dict[tuple[int, int], tuple[Tensor, ...]] = {}
-        self._layers: tuple[tuple[int, ...], ctypes.Array] | None = None  # by the caches' addresses
+        self._layers: tuple[tuple[int, ...], ctypes.Array] | None = None  # by the matrices' addresses
+        self._attentions = [layer.attention for layer in model.layers]
+        self._matrices = [m for layer in model.layers for m in (layer.attention.wqkv, layer.attention.wo,
+                                                                  layer.feed_forward.w13, layer.feed_forward.w2)]
 
     def _scratch(self, B: int, S: int) -> tuple[Tensor, ...]:
         """Per batch size and cache length: normed input, q/k/v, attention output, gate/up,
@@ -143,9 +145,12 @@ class FusedDecode:
         return self._buffers[key]
 
     def _layer_array(self) -> ctypes.Array:
-        """The layers' weight and cache pointers for harness_decode_layers (rebuilt per cache)."""
-        caches = tuple(layer.attention.cache.k.data_ptr() for layer in self.model.layers)
-        if self._layers is None or self._layers[0] != caches:
+        """The layers' weight pointers for harness_decode_layers, rebuilt whenever the weights
+        move (the move to huge pages before the first generation): a stale pointer would read
+        freed memory. Keyed by every matrix's address (read through the modules' own
+        dictionaries: nn.Module attribute lookup would cost more than the key saves)."""
+        key = tuple(lin._parameters["weight"].data_ptr() for lin in self._matrices)
+        if self._layers is None or self._layers[0] != key:
             array = (_Layer * len(self.model.layers))()
             for slot, layer in zip(array, self.model.layers):
                 attn, ffn = layer.attention, layer.feed_forward
@@ -153,9 +158,15 @@ class FusedDecode:
                 for name, lin in (("wqkv", attn.wqkv), ("wo", attn.wo), ("w13", ffn.w13), ("w2", ffn.w2)):
                     setattr(slot, name, lin.weight.data_ptr())
                     setattr(slot, "b" + name[1:], _ptr(lin.bias))
-                slot.kcache, slot.vcache = attn.cache.k.data_ptr(), attn.cache.v.data_ptr()
-            self._layers = (caches, array)
+            self._layers = (key, array)
         return self._layers[1]
+
+    def _cache_pointers(self) -> tuple[Tensor, Tensor]:
+        """Every layer's key and value cache addresses [n_layers] (int64), read on every call:
+        each generation allocates new caches."""
+        caches = [attn._modules["cache"]._buffers for attn in self._attentions]
+        return (torch.tensor([c["k"].data_ptr() for c in caches], dtype=torch.int64),
+                torch.tensor([c["v"].data_ptr() for c in caches], dtype=torch.int64))
 
     def _linear(self, module: torch.nn.Module, x: Tensor, out: Tensor, accumulate: bool, threads: int) -> None:
         """out (+)= module(x) for x [M, K], out [M, N], both contiguous float32."""
@@ -202,7 +213,9 @@ class FusedDecode:
             step = _Step(heads, self.dim, self.F, head.out_features, self.eps, x.data_ptr(),
                          *(t.data_ptr() for t in buffers), model.norm.weight.data_ptr(),
                          head.weight.data_ptr() if logits else None, out.data_ptr(), _ptr(scores))
-            if self.lib.harness_decode_layers(ctypes.byref(step), self._layer_array(), len(model.layers), threads):
+            kcaches, vcaches = self._cache_pointers()
+            if self.lib.harness_decode_layers(ctypes.byref(step), self._layer_array(), kcaches.data_ptr(),
+                                              vcaches.data_ptr(), len(model.layers), threads):
                 raise ValueError(f"decode positions {pos.tolist()} fall outside the cache of {S} slots")
             if logits:
                 return scores

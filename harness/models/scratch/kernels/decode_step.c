@@ -29,7 +29,7 @@
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 
-int harness_decode_abi(void) { return 1; }
+int harness_decode_abi(void) { return 2; }
 
 ALWAYS_INLINE float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -238,11 +238,10 @@ int harness_rope_attend(float *qkv, int64_t B, int64_t H, int64_t KH, int64_t D,
 
 /* -- every layer in one call ---------------------------------------------------------------- */
 
-/* One layer's float32 weights (biases may be NULL) and its caches. */
+/* One layer's float32 weights (biases may be NULL). */
 typedef struct {
     const float *attn_norm, *ffn_norm;
     const float *wqkv, *bqkv, *wo, *bo, *w13, *b13, *w2, *b2;
-    float *kcache, *vcache;
 } Layer;
 
 /* x [B, dim] is the residual stream, updated in place; h [B, dim], qkv, att [B, H D], gu [B, 2F],
@@ -266,7 +265,10 @@ static void rmsnorm_rows(const float *x, int64_t M, int64_t D, const float *w, f
     }
 }
 
-int harness_decode_layers(const Step *s, const Layer *layers, int64_t n_layers, int threads) {
+/* kcaches[l], vcaches[l]: layer l's caches, passed apart from the weights since each generation
+ * allocates new ones. */
+int harness_decode_layers(const Step *s, const Layer *layers, float *const *kcaches, float *const *vcaches,
+                          int64_t n_layers, int threads) {
     const Heads *a = &s->heads;
     if (!positions_fit(a)) return -1;
     const int64_t B = a->B, dim = s->dim, qkv_n = (a->H + 2 * a->KH) * a->D, q_n = a->H * a->D;
@@ -280,10 +282,10 @@ int harness_decode_layers(const Step *s, const Layer *layers, int64_t n_layers, 
             gemv_share(s->h, B, dim, L->wqkv, L->bqkv, qkv_n, s->qkv, 0);
 #pragma omp barrier
 #pragma omp single
-            rope_and_store(a, s->qkv, L->kcache, L->vcache);
+            rope_and_store(a, s->qkv, kcaches[l], vcaches[l]);
 #pragma omp for schedule(static)
             for (int64_t task = 0; task < B * a->H; task++)
-                attend(a, s->qkv, L->kcache, L->vcache, task / a->H, task % a->H, s->att, scores);
+                attend(a, s->qkv, kcaches[l], vcaches[l], task / a->H, task % a->H, s->att, scores);
             gemv_share(s->att, B, q_n, L->wo, L->bo, dim, s->x, 1);
 #pragma omp barrier
 #pragma omp single
