@@ -61,11 +61,9 @@ def available() -> str | None:
     return None
 
 
-def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor | None:
-    """An uninitialised CPU tensor on transparent huge pages (None where available() says no)."""
-    if available() is not None:
-        return None
-    nbytes = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+def _mapping(nbytes: int) -> Tensor | None:
+    """`nbytes` of uninitialised memory [nbytes] (uint8) in an anonymous mapping advised for huge
+    pages, starting on a 2 MiB boundary (None where the system refuses the mapping)."""
     try:
         arena = mmap.mmap(-1, nbytes + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         arena.madvise(mmap.MADV_HUGEPAGE)
@@ -73,7 +71,15 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor 
         return None
     raw = torch.frombuffer(arena, dtype=torch.uint8)  # the tensor keeps `arena` alive
     start = (-raw.data_ptr()) % HUGE
-    return raw[start : start + nbytes].view(dtype).view(shape)
+    return raw[start : start + nbytes]
+
+
+def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """An uninitialised CPU tensor on transparent huge pages (None where available() says no)."""
+    if available() is not None:
+        return None
+    raw = _mapping(torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size())
+    return None if raw is None else raw.view(dtype).view(shape)
 
 
 def _movable(t: Tensor) -> bool:
@@ -101,38 +107,28 @@ def move_weights(model: nn.Module) -> int:
                         size += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
     if not offsets:
         return 0
-    try:
-        arena = mmap.mmap(-1, size + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        arena.madvise(mmap.MADV_HUGEPAGE)
-    except (OSError, ValueError):
+    raw = _mapping(size)
+    if raw is None:
         return 0
-    raw = torch.frombuffer(arena, dtype=torch.uint8)  # [size + 2 MiB]; the tensor keeps `arena` alive
-    start = (-raw.data_ptr()) % HUGE
-    moved: dict[int, Tensor] = {}
     with torch.no_grad():
-        _replace(slots, raw, start, offsets, moved)
-    # parameters shared by several modules must stay one Parameter: map each old one to its first new one
-    shared: dict[int, nn.Parameter] = {}
-    for module, name, is_param in slots:
-        if is_param:
-            p = module._parameters[name]
-            module._parameters[name] = shared.setdefault(p.data_ptr(), p)
+        _replace(slots, raw, offsets)
     return size
 
 
-def _replace(slots: list[tuple[nn.Module, str, bool]], raw: Tensor, start: int, offsets: dict[int, int],
-             moved: dict[int, Tensor]) -> None:
+def _replace(slots: list[tuple[nn.Module, str, bool]], raw: Tensor, offsets: dict[int, int]) -> None:
+    """Each slot's tensor copied to its offset in `raw`, once per storage; a parameter shared by
+    several modules (a tied head) becomes one new Parameter shared the same way."""
     trim = _malloc_trim()
+    moved: dict[int, Tensor] = {}  # old storage address -> its new tensor (a Parameter for parameters)
     for module, name, is_param in slots:
         store = module._parameters if is_param else module._buffers
         old = store[name]
         ptr = old.data_ptr()
         if ptr not in moved:
-            nbytes = old.numel() * old.element_size()
-            at = start + offsets[ptr]
+            at, nbytes = offsets[ptr], old.numel() * old.element_size()
             new = raw[at : at + nbytes].view(old.dtype).view(old.shape)
             new.copy_(old)
-            moved[ptr] = new
-        store[name] = nn.Parameter(moved[ptr], requires_grad=False) if is_param else moved[ptr]
+            moved[ptr] = nn.Parameter(new, requires_grad=False) if is_param else new
+        store[name] = moved[ptr]
         del old
         trim(0)  # the old copy, freed just now, leaves the process: memory never holds both copies
