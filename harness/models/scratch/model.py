@@ -257,8 +257,7 @@ class Transformer(nn.Module):
         rows `rows` [b] (all rows if None), each row at its own positions [b, T], which are also its
         cache slots; a query sees its row's slots up to its own position. -> hidden [b, T, dim].
         A row's slots past its position may hold another request's keys: the mask hides them."""
-        if self.fused is not None and tokens.shape[1] == 1 and tokens.shape[0] <= self.fused.max_rows \
-                and not torch.compiler.is_compiling():  # a decode step: a few C calls per layer
+        if tokens.shape[1] == 1 and self._fused_takes(tokens.shape[0]):  # a decode step: one C call
             return self.fused.forward_rows(tokens, positions, rows)
         x = self.tok_embeddings(tokens)  # [b, T, dim]
         if self.config.embedding_scale != 1.0:
@@ -275,6 +274,10 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, positions, mask, kv_len, rows)
         return self.norm(x)
 
+    def _fused_takes(self, rows: int) -> bool:
+        """Whether the fused decode kernels run a call over `rows` rows (eager, few enough rows)."""
+        return self.fused is not None and rows <= self.fused.max_rows and not torch.compiler.is_compiling()
+
     def ready_for_decode(self) -> None:
         """Run the before_decode hook, once (generate.py calls this before a generation)."""
         hook, self.before_decode = self.before_decode, None
@@ -284,15 +287,13 @@ class Transformer(nn.Module):
     def decode_logits(self, tokens: Tensor, positions: Tensor, rows: Tensor | None = None) -> Tensor:
         """One decode step over a cache from setup_cache: tokens, positions [b, 1] -> the next
         token's logits [b, vocab] (float32), as head(forward_rows(...)[:, -1])."""
-        if self.fused is not None and tokens.shape[1] == 1 and tokens.shape[0] <= self.fused.max_rows \
-                and not torch.compiler.is_compiling():
+        if tokens.shape[1] == 1 and self._fused_takes(tokens.shape[0]):
             return self.fused.decode_logits(tokens, positions, rows).float()
         return self.head(self.forward_rows(tokens, positions, rows)[:, -1]).float()
 
     def head(self, hidden: Tensor) -> Tensor:
         """hidden [..., dim] -> logits [..., vocab]."""
-        if self.fused is not None and hidden.dim() == 2 and hidden.shape[0] <= self.fused.max_rows \
-                and not torch.compiler.is_compiling():
+        if hidden.dim() == 2 and self._fused_takes(hidden.shape[0]):
             return self.fused.head(hidden)
         return self.output(hidden)
 
